@@ -1,0 +1,71 @@
+-- pipedrive-brevo-sync: the current database schema (version 2).
+-- The single source of truth for a new database. service/migrations/ holds the numbered
+-- steps that bring an older database here; tests prove both paths give the same schema.
+-- Times are INTEGER unix seconds. unixepoch() needs SQLite 3.38 or later.
+
+CREATE TABLE "user" (
+    id TEXT PRIMARY KEY,                 -- a UUIDv4
+    password_hash TEXT                   -- argon2id hash of the admin password the sessions were issued under; a change ends them all
+);
+
+CREATE TABLE "session" (
+    id TEXT PRIMARY KEY,                 -- SHA-256 hex of the session token, never the token
+    user_id TEXT NOT NULL REFERENCES "user"(id),
+    expires_at INTEGER NOT NULL
+);
+
+CREATE TABLE filters (
+    id INTEGER PRIMARY KEY,              -- the Pipedrive filter id
+    name TEXT NOT NULL,
+    brevo_list_id INTEGER,               -- NULL until the first sync creates the list
+    deleted_at INTEGER,                  -- NULL while the filter exists upstream
+    type TEXT CHECK (type IN ('people', 'deals'))  -- which Pipedrive filter type this is (NULL until the next refresh)
+);
+
+CREATE TABLE sync_jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    filter_id INTEGER NOT NULL REFERENCES filters(id) ON DELETE CASCADE,
+    status TEXT NOT NULL CHECK (status IN ('processing', 'completed', 'failed')),
+    created_at INTEGER NOT NULL DEFAULT (unixepoch()),
+    completed_at INTEGER,
+    total_fetched INTEGER DEFAULT 0,     -- entities (persons or deals) read from Pipedrive
+    total_added INTEGER DEFAULT 0,       -- contacts newly put in the list
+    error_message TEXT,
+    kind TEXT NOT NULL DEFAULT 'full'    -- what the job does: a full resync, an incremental webhook sync, or a dry run
+        CHECK (kind IN ('full', 'incremental', 'dry_run')),
+    "trigger" TEXT NOT NULL DEFAULT 'admin'  -- why the job exists
+        CHECK ("trigger" IN ('admin', 'webhook', 'schedule', 'filter_changed', 'recovery')),
+    forced INTEGER NOT NULL DEFAULT 0 CHECK (forced IN (0, 1)),  -- 1 when the admin forced the job past the safety brake
+    total_updated INTEGER DEFAULT 0,     -- contacts whose attributes or email were changed
+    total_removed INTEGER DEFAULT 0,     -- contacts taken out of the list
+    total_skipped INTEGER DEFAULT 0,     -- members without a valid email, or whose email Brevo rejected
+    claimed_at INTEGER,                  -- when a worker claimed the job; NULL while it waits in the queue
+    claim_token TEXT,                    -- random token of the claiming worker; every later write checks it so a dead worker cannot overwrite
+    heartbeat_at INTEGER                 -- last heartbeat of the claiming worker; a stale one frees the filter
+);
+
+CREATE INDEX idx_session_user_id ON "session"(user_id);
+CREATE INDEX idx_session_expires_at ON "session"(expires_at);
+CREATE INDEX idx_sync_jobs_filter_id ON sync_jobs(filter_id);
+CREATE INDEX idx_sync_jobs_status ON sync_jobs(status);
+CREATE INDEX idx_sync_jobs_created_at ON sync_jobs(created_at);
+CREATE INDEX idx_filters_deleted_at ON filters(deleted_at);
+-- A filter holds at most one processing job: the row is the lock.
+CREATE UNIQUE INDEX idx_sync_jobs_one_processing ON sync_jobs(filter_id) WHERE status = 'processing';
+
+-- Failed admin logins per client address, for throttling that holds across web processes.
+CREATE TABLE login_failures (
+    id INTEGER PRIMARY KEY,
+    client TEXT NOT NULL,
+    failed_at INTEGER NOT NULL
+);
+-- Throttling counts one client's recent failures.
+CREATE INDEX idx_login_failures_client_failed_at ON login_failures(client, failed_at);
+
+-- Periodic duties of the worker loop: whoever moves next_run_at forward runs the duty, once across workers.
+CREATE TABLE periodic_duties (
+    name TEXT PRIMARY KEY,
+    next_run_at INTEGER NOT NULL,
+    last_run_at INTEGER,
+    last_run_by TEXT
+);

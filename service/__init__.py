@@ -1,0 +1,1 @@
+"""pipedrive-brevo-sync: keeps Brevo contact lists equal to Pipedrive filters."""

@@ -1,0 +1,131 @@
+"""Pony entities mapped onto ``schema.sql`` (which Pony never creates or alters).
+
+Timestamps are INTEGER unix seconds here (``service.clock`` converts them for the API).
+Entities never leave a ``db_session``: the modules that use them return dataclasses.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar, cast
+
+from pony import orm
+from pony.orm import Database, Optional, PrimaryKey, Required, Set
+
+from service import schema
+
+db = Database()
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def db_session(func: Callable[P, R]) -> Callable[P, R]:
+    """Pony's ``db_session`` with the function's types kept (Pony has no type hints).
+
+    Only for sync functions: on an ``async def`` it breaks Starlette.
+    """
+    return cast(Callable[P, R], orm.db_session(func))
+
+
+class User(db.Entity):  # type: ignore[name-defined,misc]
+    """The single admin user, created on the first login."""
+
+    _table_ = "user"
+    id = PrimaryKey(str)
+    password_hash = Optional(str, nullable=True)
+    sessions = Set("Session")
+
+
+class Session(db.Entity):  # type: ignore[name-defined,misc]
+    """An admin session; ``id`` is the SHA-256 hex of the token."""
+
+    _table_ = "session"
+    id = PrimaryKey(str)
+    user = Required(User, column="user_id")
+    expires_at = Required(int, size=64)
+
+
+class Filter(db.Entity):  # type: ignore[name-defined,misc]
+    """A Pipedrive filter (its ``id`` is Pipedrive's) and the Brevo list it feeds."""
+
+    _table_ = "filters"
+    id = PrimaryKey(int, size=64)
+    name = Required(str)
+    brevo_list_id = Optional(int, size=64)
+    deleted_at = Optional(int, size=64)
+    type = Optional(str, nullable=True)
+    jobs = Set("SyncJob")
+
+
+class SyncJob(db.Entity):  # type: ignore[name-defined,misc]
+    """One sync of one filter; while ``processing`` it is the filter's lock."""
+
+    _table_ = "sync_jobs"
+    id = PrimaryKey(int, auto=True, size=64)
+    filter = Required(Filter, column="filter_id")
+    status = Required(str)
+    created_at = Required(int, size=64)
+    completed_at = Optional(int, size=64)
+    total_fetched = Optional(int, size=64, default=0)
+    total_added = Optional(int, size=64, default=0)
+    error_message = Optional(str, nullable=True)
+    kind = Required(str, default="full")
+    trigger = Required(str, default="admin")
+    forced = Required(int, default=0)
+    total_updated = Optional(int, size=64, default=0)
+    total_removed = Optional(int, size=64, default=0)
+    total_skipped = Optional(int, size=64, default=0)
+    claimed_at = Optional(int, size=64)
+    claim_token = Optional(str, nullable=True)
+    heartbeat_at = Optional(int, size=64)
+
+
+class LoginFailure(db.Entity):  # type: ignore[name-defined,misc]
+    """One failed admin login from one client address."""
+
+    _table_ = "login_failures"
+    id = PrimaryKey(int, auto=True, size=64)
+    client = Required(str)
+    failed_at = Required(int, size=64)
+
+
+class PeriodicDuty(db.Entity):  # type: ignore[name-defined,misc]
+    """When a periodic duty of the worker loop is next due, and who ran it last."""
+
+    _table_ = "periodic_duties"
+    name = PrimaryKey(str)
+    next_run_at = Required(int, size=64)
+    last_run_at = Optional(int, size=64)
+    last_run_by = Optional(str, nullable=True)
+
+
+@db.on_connect(provider="sqlite")  # type: ignore[untyped-decorator]
+def _sqlite_pragmas(database: Any, connection: sqlite3.Connection) -> None:
+    schema.apply_pragmas(connection)
+
+
+_bound_path: Path | None = None
+_bind_lock = threading.Lock()
+
+
+def bind_database(path: Path) -> None:
+    """Migrate the file at ``path`` and bind the entities to it, once per process."""
+    global _bound_path
+    with _bind_lock:
+        if _bound_path is not None:
+            if _bound_path != path:
+                raise RuntimeError(f"database already bound to {_bound_path}, not {path}")
+            return
+        schema.migrate(path)
+        db.bind(provider="sqlite", filename=str(path))
+        db.generate_mapping(create_tables=False)
+        _bound_path = path
+
+
+def bound_path() -> Path | None:
+    """The file this process is bound to, if any."""
+    return _bound_path

@@ -1,0 +1,257 @@
+"""The OpenAPI 3.1 description of every route, served at ``GET /openapi.json``.
+
+Written out by hand rather than parsed from docstrings so that every parameter, body and
+response is declared; a test checks it covers exactly the app's routes and validates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from service.jobs import DEFAULT_PAGE, JOB_STATUSES, MAX_PAGE
+
+MAX_ID = 2**63 - 1
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+_TIME = {"type": "string", "format": "date-time"}
+_NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+_COUNT = {"type": "integer", "minimum": 0}
+_ID = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
+_AUTH_ERRORS = {
+    "401": _error("No valid session"),
+    "413": _error("Request body over 1 MiB"),
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {"type": "string"}},
+    },
+    "Job": {
+        "type": "object",
+        "required": [
+            "id",
+            "filter_id",
+            "kind",
+            "trigger",
+            "status",
+            "forced",
+            "created_at",
+            "completed_at",
+            "total_fetched",
+            "total_added",
+            "total_updated",
+            "total_removed",
+            "total_skipped",
+            "error_message",
+        ],
+        "properties": {
+            "id": _ID,
+            "filter_id": _ID,
+            "kind": {"type": "string", "enum": ["full", "incremental", "dry_run"]},
+            "trigger": {
+                "type": "string",
+                "enum": ["admin", "webhook", "schedule", "filter_changed", "recovery"],
+            },
+            "status": {"type": "string", "enum": list(JOB_STATUSES)},
+            "forced": {"type": "boolean"},
+            "created_at": _TIME,
+            "completed_at": _NULLABLE_TIME,
+            "total_fetched": _COUNT,
+            "total_added": _COUNT,
+            "total_updated": _COUNT,
+            "total_removed": _COUNT,
+            "total_skipped": _COUNT,
+            "error_message": {"type": ["string", "null"]},
+        },
+    },
+    "Filter": {
+        "type": "object",
+        "required": ["id", "name", "type", "brevo_list_id", "deleted_at", "last_job"],
+        "properties": {
+            "id": _ID,
+            "name": {"type": "string"},
+            "type": {"type": ["string", "null"], "enum": ["people", "deals", None]},
+            "brevo_list_id": {"type": ["integer", "null"]},
+            "deleted_at": _NULLABLE_TIME,
+            "last_job": {"oneOf": [_ref("Job"), {"type": "null"}]},
+        },
+    },
+    "Login": {
+        "type": "object",
+        "required": ["password"],
+        "properties": {"password": {"type": "string"}},
+    },
+    "Session": {
+        "type": "object",
+        "required": ["token", "expires_at"],
+        "properties": {"token": {"type": "string"}, "expires_at": _TIME},
+    },
+}
+
+PATHS: dict[str, Any] = {
+    "/healthz": {
+        "get": {
+            "summary": "Liveness of the web process and its database",
+            "security": [],
+            "responses": {
+                "200": _json(
+                    {"type": "object", "properties": {"status": {"type": "string"}}}, "Healthy"
+                ),
+                "503": _error("The database does not answer"),
+            },
+        }
+    },
+    "/openapi.json": {
+        "get": {
+            "summary": "This document",
+            "security": [],
+            "responses": {"200": _json({"type": "object"}, "The OpenAPI document")},
+        }
+    },
+    "/api/session": {
+        "post": {
+            "summary": "Log in with the admin password",
+            "security": [],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref("Login")}},
+            },
+            "responses": {
+                "201": {
+                    **_json(_ref("Session"), "Logged in; the token is also set as a cookie"),
+                    "headers": {"Set-Cookie": {"schema": {"type": "string"}}},
+                },
+                "400": _error('The body is not {"password": "..."}'),
+                "401": _error("Wrong password"),
+                "413": _error("Request body over 1 MiB"),
+                "415": _error("The body is not JSON"),
+                "429": {
+                    **_error("Too many failed logins from this address"),
+                    "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                },
+            },
+        },
+        "delete": {
+            "summary": "Log out (end this session)",
+            "responses": {
+                "204": {"description": "Logged out"},
+                "403": _error("Cookie-authenticated request from another origin"),
+                **_AUTH_ERRORS,
+            },
+        },
+    },
+    "/api/filters": {
+        "get": {
+            "summary": "Every known Pipedrive filter with its latest job",
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": ["filters"],
+                        "properties": {"filters": {"type": "array", "items": _ref("Filter")}},
+                    },
+                    "The filters",
+                ),
+                **_AUTH_ERRORS,
+            },
+        }
+    },
+    "/api/jobs": {
+        "get": {
+            "summary": "Sync jobs, newest first",
+            "parameters": [
+                {"name": "filter_id", "in": "query", "schema": _ID},
+                {
+                    "name": "status",
+                    "in": "query",
+                    "schema": {"type": "string", "enum": list(JOB_STATUSES)},
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": MAX_PAGE,
+                        "default": DEFAULT_PAGE,
+                    },
+                },
+                {
+                    "name": "before_id",
+                    "in": "query",
+                    "description": "Only older jobs: the next_before_id of the previous page",
+                    "schema": _ID,
+                },
+            ],
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": ["jobs", "next_before_id"],
+                        "properties": {
+                            "jobs": {"type": "array", "items": _ref("Job")},
+                            "next_before_id": {"type": ["integer", "null"]},
+                        },
+                    },
+                    "A page of jobs",
+                ),
+                "400": _error("A query value is invalid"),
+                **_AUTH_ERRORS,
+            },
+        }
+    },
+    "/api/jobs/{id}": {
+        "get": {
+            "summary": "One sync job",
+            "parameters": [{"name": "id", "in": "path", "required": True, "schema": _ID}],
+            "responses": {
+                "200": _json(
+                    {"type": "object", "required": ["job"], "properties": {"job": _ref("Job")}},
+                    "The job",
+                ),
+                "404": _error("No such job"),
+                **_AUTH_ERRORS,
+            },
+        }
+    },
+}
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "pipedrive-brevo-sync",
+        "version": "0.1.0",
+        "description": "Admin API of the service keeping Brevo lists equal to Pipedrive filters.",
+    },
+    "paths": PATHS,
+    "components": {
+        "schemas": SCHEMAS,
+        "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "cookie": {"type": "apiKey", "in": "cookie", "name": "pbsync_session"},
+        },
+    },
+    "security": [{"bearer": []}, {"cookie": []}],
+}
+
+
+async def openapi_json(request: Request) -> JSONResponse:
+    """Serve the OpenAPI document."""
+    return JSONResponse(DOCUMENT)
