@@ -1,0 +1,147 @@
+"""Shared fixtures: one SQLite file per test run (Pony binds once per process), wiped
+before each test that asks for it; a manual clock; the app under a TestClient; and helpers
+that start the real ``pbsync`` processes on loopback ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import freezegun
+import pytest
+from starlette.testclient import TestClient
+
+from service.clock import ManualClock
+from service.config import Settings
+from service.db import bind_database, bound_path
+
+# freezegun ignores threads by default, which is where Pony code runs (reference P24).
+freezegun.configure(
+    default_ignore_list=[m for m in freezegun.config.DEFAULT_IGNORE_LIST if m != "threading"]
+)
+
+ADMIN_PASSWORD = "correct-horse-battery"
+REPO = Path(__file__).resolve().parent.parent
+TABLES = ("sync_jobs", "filters", "session", "user", "login_failures", "periodic_duties")
+
+
+@pytest.fixture(scope="session")
+def database_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The one database file this test process binds Pony to."""
+    path = bound_path() or tmp_path_factory.mktemp("db") / "app.db"
+    bind_database(path)
+    return path
+
+
+@pytest.fixture
+def clean_db(database_file: Path) -> Path:
+    """The bound database, emptied of rows."""
+    with _raw(database_file) as connection:
+        for table in TABLES:
+            connection.execute(f'DELETE FROM "{table}"')
+    return database_file
+
+
+class _raw:
+    """A plain sqlite3 connection as a context manager that commits and closes."""
+
+    def __init__(self, path: Path) -> None:
+        import sqlite3
+
+        self.connection = sqlite3.connect(path, isolation_level=None, timeout=5)
+
+    def __enter__(self):
+        return self.connection
+
+    def __exit__(self, *exc: object) -> None:
+        self.connection.close()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """A clock that moves only when the test says so."""
+    return ManualClock(start=1_900_000_000)
+
+
+@pytest.fixture
+def settings(clean_db: Path) -> Settings:
+    """Settings pointing at the test database."""
+    return Settings(admin_password=ADMIN_PASSWORD, database_url=f"sqlite:///{clean_db}")
+
+
+@pytest.fixture
+def client(settings: Settings, clock: ManualClock) -> Iterator[TestClient]:
+    """The web app under a TestClient, lifespan run."""
+    from service.app import create_app
+
+    with TestClient(create_app(settings, clock)) as test_client:
+        yield test_client
+
+
+def login(client: TestClient, password: str = ADMIN_PASSWORD) -> str:
+    """Log in and return the session token."""
+    response = client.post("/api/session", json={"password": password})
+    assert response.status_code == 201, response.text
+    token: str = response.json()["token"]
+    return token
+
+
+@pytest.fixture
+def token(client: TestClient) -> str:
+    """A valid session token."""
+    return login(client)
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def process_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    """An environment for a real ``pbsync`` process with its own files under ``tmp_path``."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("ADMIN_", "PIPEDRIVE_", "BREVO_", "WEBHOOK_"))
+    }
+    env.update(
+        ADMIN_PASSWORD=ADMIN_PASSWORD,
+        DATABASE_URL=f"sqlite:///{tmp_path / 'app.db'}",
+        QUEUE_URL=f"sqlite:///{tmp_path / 'queue.db'}",
+        HOST="127.0.0.1",
+        PORT=str(free_port()),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(overrides)
+    return env
+
+
+def start_pbsync(role: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start ``pbsync <role>`` with output (stdout and stderr) going to ``log_path``."""
+    log = log_path.open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "service.cli", role],
+        env=env,
+        cwd=log_path.parent,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_for(predicate, timeout: float = 15.0, interval: float = 0.1):
+    """Poll ``predicate`` until it returns a truthy value; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
