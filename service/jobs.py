@@ -84,11 +84,11 @@ def list_jobs(
     """A page of jobs, newest first, and the ``before_id`` of the next page (None at the end)."""
     query = SyncJob.select()
     if filter_id is not None:
-        query = query.where(lambda j: j.filter.id == filter_id)
+        query = query.filter(lambda j: j.filter.id == filter_id)
     if status is not None:
-        query = query.where(lambda j: j.status == status)
+        query = query.filter(lambda j: j.status == status)
     if before_id is not None:
-        query = query.where(lambda j: j.id < before_id)
+        query = query.filter(lambda j: j.id < before_id)
     rows = list(query.order_by(desc(SyncJob.id)).limit(limit + 1))
     jobs = [job_from_row(row) for row in rows[:limit]]
     next_before_id = jobs[-1].id if len(rows) > limit else None

@@ -9,7 +9,9 @@ import threading
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-_hasher = PasswordHasher()
+# OWASP's minimum argon2id parameters: the stored hash only has to tell whether the configured
+# password changed, and it is computed at every first login and at start.
+_hasher = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
 
 
 class AdminPassword:

@@ -1,0 +1,121 @@
+"""The app as a whole: body limit, JSON errors, health, and the OpenAPI document."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from openapi_spec_validator import validate
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from service.app import ROUTES
+from service.body_limit import MAX_BODY_BYTES
+from tests.conftest import ADMIN_PASSWORD
+
+
+def test_a_declared_body_over_1_mib_is_refused_before_reading(client: TestClient) -> None:
+    """Content-Length over the limit: 413 on any route, authenticated or not."""
+    big = b"x" * (MAX_BODY_BYTES + 1)
+    for method, path in [("POST", "/api/session"), ("GET", "/api/jobs"), ("GET", "/healthz")]:
+        response = client.request(
+            method, path, content=big, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 413, path
+        assert response.json() == {"error": "request body too large"}
+
+
+def test_a_chunked_body_over_1_mib_is_refused_while_reading(client: TestClient) -> None:
+    """Without Content-Length the bytes are counted as they arrive."""
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"password": "'
+        for _ in range(20):
+            yield b"a" * 65536
+        yield b'"}'
+
+    response = client.post(
+        "/api/session", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert response.json() == {"error": "request body too large"}
+
+
+def test_a_body_at_the_limit_is_read(client: TestClient) -> None:
+    """Exactly 1 MiB is allowed (and here is simply a wrong password)."""
+    padding = MAX_BODY_BYTES - len(b'{"password": ""}')
+    body = b'{"password": "' + b"a" * padding + b'"}'
+    assert len(body) == MAX_BODY_BYTES
+    response = client.post(
+        "/api/session", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 401
+
+
+def test_unknown_routes_and_methods_answer_json(client: TestClient) -> None:
+    """404 and 405 keep the JSON error shape; 405 says what is allowed."""
+    missing = client.get("/nope")
+    assert missing.status_code == 404 and missing.json() == {"error": "not found"}
+    wrong = client.put("/healthz")
+    assert wrong.status_code == 405 and wrong.json() == {"error": "method not allowed"}
+    assert "GET" in wrong.headers["allow"]
+
+
+def test_healthz_needs_no_auth(client: TestClient) -> None:
+    """A load balancer can probe it."""
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+def test_openapi_document_is_valid(client: TestClient) -> None:
+    """It validates as OpenAPI 3.1."""
+    document = client.get("/openapi.json").json()
+    validate(document)
+
+
+def routes_in_app() -> set[tuple[str, str]]:
+    found = set()
+    for route in ROUTES:
+        assert isinstance(route, Route)
+        for method in route.methods or ():
+            if method != "HEAD":
+                found.add((method.lower(), re.sub(r"\{(\w+)(:\w+)?\}", r"{\1}", route.path)))
+    return found
+
+
+def test_openapi_describes_every_route_and_only_those(client: TestClient) -> None:
+    """A route added without its description fails here."""
+    document = client.get("/openapi.json").json()
+    described = {(method, path) for path, item in document["paths"].items() for method in item}
+    assert described == routes_in_app()
+
+
+@pytest.mark.parametrize(("method", "path"), sorted(routes_in_app()))
+def test_every_operation_declares_its_responses_and_parameters(
+    client: TestClient, method: str, path: str
+) -> None:
+    """Parameters of the path are declared; each operation lists its error responses."""
+    operation = client.get("/openapi.json").json()["paths"][path][method]
+    declared = {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"}
+    assert declared == set(re.findall(r"\{(\w+)\}", path))
+    assert any(code.startswith("2") for code in operation["responses"])
+    if path.startswith("/api/") and operation.get("security") != []:
+        assert "401" in operation["responses"]
+
+
+def test_server_errors_are_json_without_details(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected failure is a plain 500 body, never a trace or a secret."""
+    from service import jobs
+
+    def broken(*args: object) -> None:
+        raise RuntimeError(f"boom with {ADMIN_PASSWORD}")
+
+    monkeypatch.setattr(jobs, "list_jobs", broken)
+    token = client.post("/api/session", json={"password": ADMIN_PASSWORD}).json()["token"]
+    with TestClient(client.app, raise_server_exceptions=False) as raw:
+        response = raw.get("/api/jobs", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 500
+    assert response.json() == {"error": "internal error"}
