@@ -123,3 +123,32 @@ def test_cookie_reads_need_no_origin(client: TestClient) -> None:
     """GET is safe; only writes are checked."""
     login(client)
     assert client.get("/api/jobs", headers={"Origin": "https://evil.example"}).status_code == 200
+
+
+def test_cookie_post_from_another_origin_is_refused(clean_db: object, clock: ManualClock) -> None:
+    """The middleware guards every write method, POST included, whatever the route."""
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+
+    from service import sessions
+    from service.auth import COOKIE_NAME, SessionAuthMiddleware
+    from service.passwords import AdminPassword
+
+    async def echo(request: Request) -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    app = Starlette(
+        routes=[Route("/api/echo", echo, methods=["POST", "PUT", "PATCH"])],
+        middleware=[
+            Middleware(SessionAuthMiddleware, clock=clock, public_url=None, trusted_proxies=())
+        ],
+    )
+    issued = sessions.create_session(AdminPassword(plain="x" * 12), clock.now())
+    with TestClient(app, cookies={COOKIE_NAME: issued.token}) as client:
+        for method in ("POST", "PUT", "PATCH"):
+            evil = client.request(method, "/api/echo", headers={"Origin": "https://evil.example"})
+            assert evil.status_code == 403, method
+            ours = client.request(method, "/api/echo", headers={"Origin": "http://testserver"})
+            assert ours.status_code == 200, method

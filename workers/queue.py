@@ -37,7 +37,8 @@ def build_huey(queue_url: str) -> Huey:
             from huey import RedisHuey
         except ImportError as exc:  # pragma: no cover - depends on the installation
             raise QueueConfigError(
-                "QUEUE_URL is redis:// but the redis package is not installed"
+                "QUEUE_URL is redis:// but the redis package is not installed: "
+                "pip install 'pipedrive-brevo-sync[redis]'"
             ) from exc
         huey = RedisHuey(QUEUE_NAME, url=queue_url, results=False)
     else:
