@@ -126,14 +126,15 @@ def process_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
 
 def start_pbsync(role: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     """Start ``pbsync <role>`` with output (stdout and stderr) going to ``log_path``."""
-    log = log_path.open("ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "service.cli", role],
-        env=env,
-        cwd=log_path.parent,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    # The child keeps its own copy of the file handle; ours is closed at once.
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "service.cli", role],
+            env=env,
+            cwd=log_path.parent,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def wait_for(predicate, timeout: float = 15.0, interval: float = 0.1):

@@ -1,0 +1,159 @@
+"""The worker process (workers/worker.py) and its periodic loop (workers/periodic.py)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.clock import ManualClock
+from service.schema import migrate
+from tests.conftest import process_env, start_pbsync, wait_for
+from workers.periodic import Duty, PeriodicLoop, claim_duty
+
+DUTY = "remove_expired_sessions"
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes a test started; any still running at teardown are killed and reaped."""
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        yield started
+    finally:
+        for process in started:
+            if process.poll() is None:
+                process.kill()
+            process.wait(10)
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 30) -> int:
+    """Send SIGTERM and return the exit status (fails the test after ``timeout`` seconds)."""
+    process.send_signal(signal.SIGTERM)
+    return process.wait(timeout)
+
+
+def json_lines(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects logged in ``path``, one per line; other lines are skipped."""
+    entries = []
+    for line in path.read_text("utf-8", errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            entries.append(entry)
+    return entries
+
+
+def session_ids(path: Path) -> set[str]:
+    """The ids in the session table, read through a fresh connection."""
+    connection = sqlite3.connect(path, timeout=5)
+    try:
+        return {row[0] for row in connection.execute('SELECT id FROM "session"')}
+    finally:
+        connection.close()
+
+
+@pytest.mark.integration
+def test_expired_session_removed_by_the_periodic_loop_within_seconds(
+    tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    """A running worker deletes an expired session within seconds, keeps a live one, and
+    exits 0 on SIGTERM."""
+    database = tmp_path / "app.db"
+    env = process_env(tmp_path, SESSION_CLEANUP_SECONDS="1")
+    assert env["DATABASE_URL"] == f"sqlite:///{database}"
+    migrate(database)
+    now = int(time.time())
+    connection = sqlite3.connect(database, isolation_level=None)
+    try:
+        connection.execute('INSERT INTO "user" (id, password_hash) VALUES (?, NULL)', ("u1",))
+        connection.executemany(
+            'INSERT INTO "session" (id, user_id, expires_at) VALUES (?, ?, ?)',
+            [("expired", "u1", now - 60), ("live", "u1", now + 30 * 24 * 3600)],
+        )
+    finally:
+        connection.close()
+    assert session_ids(database) == {"expired", "live"}
+
+    worker = start_pbsync("worker", env, tmp_path / "worker.log")
+    processes.append(worker)
+    wait_for(lambda: "expired" not in session_ids(database), timeout=10)
+    assert session_ids(database) == {"live"}
+    assert worker.poll() is None, "the worker died while running"
+    assert stop(worker) == 0
+
+
+@pytest.mark.integration
+def test_two_workers_run_the_duty_once_per_period(
+    tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    """Two workers on one database run a 2 s duty at most once per period between them."""
+    env = process_env(tmp_path, SESSION_CLEANUP_SECONDS="2")
+    logs = [tmp_path / "worker-1.log", tmp_path / "worker-2.log"]
+    started = time.monotonic()
+    for log in logs:
+        processes.append(start_pbsync("worker", env, log))
+    time.sleep(7)
+    assert all(worker.poll() is None for worker in processes), "a worker died while running"
+    assert [stop(worker) for worker in processes] == [0, 0]
+    elapsed = time.monotonic() - started
+
+    runs = sorted(
+        datetime.fromisoformat(entry["ts"]).timestamp()
+        for log in logs
+        for entry in json_lines(log)
+        if entry.get("message") == "periodic duty due" and entry.get("duty") == DUTY
+    )
+    assert len(runs) >= 2, runs
+    # Claims are made on integer seconds at least ``every`` (2) apart, read once a second, so
+    # two runs are always more than 1 s apart; a second run in the same period would not be.
+    gaps = [later - earlier for earlier, later in zip(runs, runs[1:], strict=False)]
+    assert min(gaps) > 0.9, gaps
+    assert len(runs) <= elapsed / 2 + 2, (len(runs), elapsed)
+
+    connection = sqlite3.connect(tmp_path / "app.db", timeout=5)
+    try:
+        rows = connection.execute(
+            "SELECT name FROM periodic_duties WHERE name = ?", (DUTY,)
+        ).fetchall()
+    finally:
+        connection.close()
+    assert rows == [(DUTY,)]
+
+
+def test_claim_duty_gives_each_period_to_one_holder(clean_db: Path) -> None:
+    """The first claim wins, later claims in the same period lose, the next period is free."""
+    assert claim_duty("d", 60, 1000, "a") is True
+    assert claim_duty("d", 60, 1000, "b") is False
+    assert claim_duty("d", 60, 1059, "b") is False
+    assert claim_duty("d", 60, 1060, "b") is True
+
+
+def test_periodic_loop_survives_a_failing_duty(clean_db: Path) -> None:
+    """A duty that raises is not reported as run, and the other duty still runs."""
+    ran: list[str] = []
+
+    def broken() -> None:
+        raise RuntimeError("boom")
+
+    clock = ManualClock(start=1000)
+    loop = PeriodicLoop(
+        [Duty("broken", 60, broken), Duty("healthy", 60, lambda: ran.append("healthy"))],
+        clock,
+        "holder",
+    )
+    assert loop.tick() == ["healthy"]
+    assert ran == ["healthy"]
+    clock.advance(60)
+    assert loop.tick() == ["healthy"]
+    assert ran == ["healthy", "healthy"]
