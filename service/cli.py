@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 
 from service.config import ConfigError, Role, Settings, load_settings
 from service.logs import configure_logging
 from service.schema import SchemaError, migrate
+from service.shutdown import ShutdownRequests
 
 log = logging.getLogger("pbsync")
 
@@ -36,17 +36,13 @@ def _start(role: Role) -> Settings:
 
 def cmd_web(args: argparse.Namespace) -> int:
     """Serve the web app with uvicorn until SIGINT or SIGTERM."""
+    shutdown = ShutdownRequests().install()
     import uvicorn
 
     from service.app import create_app
 
     settings = _start("web")
-    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then restores the handlers it found and
-    # raises the signal again; with these no-op handlers in place that second raise does not
-    # kill the process, so a graceful stop exits 0 instead of dying of the signal.
-    signal.signal(signal.SIGINT, lambda signum, frame: None)
-    signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
@@ -55,14 +51,21 @@ def cmd_web(args: argparse.Namespace) -> int:
         server_header=False,
         timeout_graceful_shutdown=20,
     )
+    server = uvicorn.Server(config)
+    # A signal before uvicorn's own handlers are in place makes it exit right after start-up.
+    # After a graceful stop uvicorn re-raises the signal it caught; it reaches this handler
+    # again instead of killing the process, so a graceful stop exits 0.
+    shutdown.on_request(lambda: setattr(server, "should_exit", True))
+    server.run()
     return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run the huey consumer and the periodic loop until SIGTERM."""
+    shutdown = ShutdownRequests().install()
     from workers.worker import run_worker
 
-    run_worker(_start("worker"))
+    run_worker(_start("worker"), shutdown=shutdown)
     return 0
 
 

@@ -17,6 +17,8 @@ import threading
 import time
 from types import FrameType
 
+from service.shutdown import stop_signals_blocked
+
 log = logging.getLogger(__name__)
 
 # Long enough for the consumer's own shutdown timeout to run out first.
@@ -33,7 +35,10 @@ class Supervisor:
 
     def _spawn(self, role: str) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "service.cli", role]
-        return subprocess.Popen(command, start_new_session=True)
+        # The child starts with stop signals blocked and unblocks them once it can handle
+        # them, so stopping right after start is a graceful stop, not a death by signal.
+        with stop_signals_blocked():
+            return subprocess.Popen(command, start_new_session=True)
 
     def _request_stop(self, signum: int, frame: FrameType | None) -> None:
         log.info("stop requested", extra={"signal": signal.Signals(signum).name})

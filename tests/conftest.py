@@ -4,15 +4,20 @@ that start the real ``pbsync`` processes on loopback ports."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import freezegun
+import httpx
 import pytest
 from starlette.testclient import TestClient
 
@@ -146,3 +151,60 @@ def wait_for(predicate, timeout: float = 15.0, interval: float = 0.1):
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+def json_lines(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects logged in ``path``, one per line; other lines are skipped."""
+    entries = []
+    for line in path.read_text("utf-8", errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            entries.append(entry)
+    return entries
+
+
+def healthy(port: str) -> bool:
+    """True when the web process on ``port`` answers ``/healthz`` with 200."""
+    try:
+        response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2.0)
+    except httpx.TransportError:
+        return False
+    return response.status_code == 200
+
+
+def child_pids(log: Path) -> dict[str, int]:
+    """The pids ``serve`` logged for its web and worker children, once both are logged."""
+    pids = {
+        entry["role"]: int(entry["pid"])
+        for entry in json_lines(log)
+        if entry.get("message") == "started" and "role" in entry
+    }
+    return pids if set(pids) == {"web", "worker"} else {}
+
+
+class Started:
+    """What a test started: ``pbsync`` processes, and the pids of ``serve``'s children."""
+
+    def __init__(self) -> None:
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.child_pids: list[int] = []
+
+
+@pytest.fixture
+def started() -> Iterator[Started]:
+    """Kill whatever is still running at teardown: the processes, then each child's group."""
+    record = Started()
+    try:
+        yield record
+    finally:
+        for process in record.processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait(10)
+        for pid in record.child_pids:
+            # Each child of serve leads its own process group (start_new_session=True).
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)

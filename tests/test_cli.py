@@ -2,81 +2,28 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import process_env, start_pbsync, wait_for
+from tests.conftest import (
+    Started,
+    child_pids,
+    healthy,
+    json_lines,
+    process_env,
+    start_pbsync,
+    wait_for,
+)
 
 ADMIN = "Admin-Pw-Quokka-Zebra-4417-Xylophone"
 WRONG = "Wrong-Pw-Narwhal-Tapioca-9923"
 PIPEDRIVE = "pd-token-Marmalade-Okapi-5561"
 BREVO = "xkeysib-Brevo-Pangolin-Saffron-7708"
 WEBHOOK = "Webhook-Pw-Axolotl-Paprika-3350"
-
-
-class Started:
-    """What a test started: the ``serve`` processes and the pids of their children."""
-
-    def __init__(self) -> None:
-        self.processes: list[subprocess.Popen[bytes]] = []
-        self.child_pids: list[int] = []
-
-
-@pytest.fixture
-def started() -> Iterator[Started]:
-    """Kill whatever is still running at teardown: ``serve`` itself, then each child's group."""
-    record = Started()
-    try:
-        yield record
-    finally:
-        for process in record.processes:
-            if process.poll() is None:
-                process.kill()
-            process.wait(10)
-        for pid in record.child_pids:
-            # Each child leads its own process group (start_new_session=True).
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-
-
-def json_lines(path: Path) -> list[dict[str, Any]]:
-    """The JSON objects logged in ``path``, one per line; other lines are skipped."""
-    entries = []
-    for line in path.read_text("utf-8", errors="replace").splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict):
-            entries.append(entry)
-    return entries
-
-
-def child_pids(log: Path) -> list[int]:
-    """The pids ``serve`` logged for its web and worker children, once both are logged."""
-    pids = {
-        entry["role"]: int(entry["pid"])
-        for entry in json_lines(log)
-        if entry.get("message") == "started" and "role" in entry
-    }
-    return list(pids.values()) if set(pids) == {"web", "worker"} else []
-
-
-def healthy(base: str) -> bool:
-    """True when ``/healthz`` answers 200."""
-    try:
-        return httpx.get(f"{base}/healthz", timeout=2.0).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 @pytest.mark.integration
@@ -96,8 +43,8 @@ def test_known_secrets_never_reach_a_log_line(tmp_path: Path, started: Started) 
     base = f"http://127.0.0.1:{env['PORT']}"
     serve = start_pbsync("serve", env, log)
     started.processes.append(serve)
-    started.child_pids.extend(wait_for(lambda: child_pids(log), timeout=15))
-    wait_for(lambda: healthy(base), timeout=15, interval=0.2)
+    started.child_pids.extend(wait_for(lambda: child_pids(log), timeout=15).values())
+    wait_for(lambda: healthy(env["PORT"]), timeout=15, interval=0.2)
 
     errors: list[httpx.Response] = []
     with httpx.Client(base_url=base, timeout=5.0) as client:

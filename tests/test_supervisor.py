@@ -2,77 +2,23 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
-from tests.conftest import process_env, start_pbsync, wait_for
-
-
-class Started:
-    """What a test started: the ``serve`` processes and the pids of their children."""
-
-    def __init__(self) -> None:
-        self.processes: list[subprocess.Popen[bytes]] = []
-        self.child_pids: list[int] = []
-
-
-@pytest.fixture
-def started() -> Iterator[Started]:
-    """Kill whatever is still running at teardown: ``serve`` itself, then each child's group."""
-    record = Started()
-    try:
-        yield record
-    finally:
-        for process in record.processes:
-            if process.poll() is None:
-                process.kill()
-            process.wait(10)
-        for pid in record.child_pids:
-            # Each child leads its own process group (start_new_session=True).
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-
-
-def json_lines(path: Path) -> list[dict[str, Any]]:
-    """The JSON objects logged in ``path``, one per line; other lines are skipped."""
-    entries = []
-    for line in path.read_text("utf-8", errors="replace").splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict):
-            entries.append(entry)
-    return entries
-
-
-def healthy(port: str) -> bool:
-    """True when ``/healthz`` answers 200."""
-    try:
-        response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2.0)
-    except httpx.TransportError:
-        return False
-    return response.status_code == 200
-
-
-def child_pids(log: Path) -> dict[str, int]:
-    """The pids ``serve`` logged for its web and worker children, once both are logged."""
-    pids = {
-        entry["role"]: int(entry["pid"])
-        for entry in json_lines(log)
-        if entry.get("message") == "started" and "role" in entry
-    }
-    return pids if set(pids) == {"web", "worker"} else {}
+from tests.conftest import (
+    Started,
+    child_pids,
+    healthy,
+    json_lines,
+    process_env,
+    start_pbsync,
+    wait_for,
+)
 
 
 def gone(pid: int) -> bool:
@@ -104,7 +50,7 @@ def test_one_signal_to_serve_stops_both_children(
     assert os.getpgid(pids["worker"]) == pids["worker"]
 
     os.kill(serve.pid, sig)
-    assert serve.wait(40) == 0
+    assert serve.wait(40) == 0, log.read_text(errors="replace")[-4000:]
 
     stopped = {
         entry["role"]: entry["status"]
@@ -114,6 +60,27 @@ def test_one_signal_to_serve_stops_both_children(
     assert stopped == {"web": 0, "worker": 0}
     for pid in pids.values():
         wait_for(lambda pid=pid: gone(pid), timeout=5)
+
+
+@pytest.mark.integration
+def test_a_signal_while_the_children_start_still_stops_them_cleanly(
+    tmp_path: Path, started: Started
+) -> None:
+    """SIGTERM right after the children are spawned, before their servers are up, is
+    honoured as a graceful stop: no child dies of the signal."""
+    env = process_env(tmp_path)
+    log = tmp_path / "serve.log"
+    serve = start_pbsync("serve", env, log)
+    started.processes.append(serve)
+    started.child_pids.extend(wait_for(lambda: child_pids(log), timeout=15, interval=0.01).values())
+    os.kill(serve.pid, signal.SIGTERM)
+    assert serve.wait(40) == 0, log.read_text(errors="replace")[-4000:]
+    stopped = {
+        entry["role"]: entry["status"]
+        for entry in json_lines(log)
+        if entry.get("message") == "stopped" and "role" in entry
+    }
+    assert stopped == {"web": 0, "worker": 0}
 
 
 def run_serve(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -2,56 +2,27 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from service.clock import ManualClock
 from service.schema import migrate
-from tests.conftest import process_env, start_pbsync, wait_for
+from tests.conftest import Started, json_lines, process_env, start_pbsync, wait_for
 from workers.periodic import Duty, PeriodicLoop, claim_duty
 
 DUTY = "remove_expired_sessions"
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Processes a test started; any still running at teardown are killed and reaped."""
-    started: list[subprocess.Popen[bytes]] = []
-    try:
-        yield started
-    finally:
-        for process in started:
-            if process.poll() is None:
-                process.kill()
-            process.wait(10)
 
 
 def stop(process: subprocess.Popen[bytes], timeout: float = 30) -> int:
     """Send SIGTERM and return the exit status (fails the test after ``timeout`` seconds)."""
     process.send_signal(signal.SIGTERM)
     return process.wait(timeout)
-
-
-def json_lines(path: Path) -> list[dict[str, Any]]:
-    """The JSON objects logged in ``path``, one per line; other lines are skipped."""
-    entries = []
-    for line in path.read_text("utf-8", errors="replace").splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict):
-            entries.append(entry)
-    return entries
 
 
 def session_ids(path: Path) -> set[str]:
@@ -65,7 +36,7 @@ def session_ids(path: Path) -> set[str]:
 
 @pytest.mark.integration
 def test_expired_session_removed_by_the_periodic_loop_within_seconds(
-    tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+    tmp_path: Path, started: Started
 ) -> None:
     """A running worker deletes an expired session within seconds, keeps a live one, and
     exits 0 on SIGTERM."""
@@ -86,7 +57,7 @@ def test_expired_session_removed_by_the_periodic_loop_within_seconds(
     assert session_ids(database) == {"expired", "live"}
 
     worker = start_pbsync("worker", env, tmp_path / "worker.log")
-    processes.append(worker)
+    started.processes.append(worker)
     wait_for(lambda: "expired" not in session_ids(database), timeout=10)
     assert session_ids(database) == {"live"}
     assert worker.poll() is None, "the worker died while running"
@@ -94,19 +65,17 @@ def test_expired_session_removed_by_the_periodic_loop_within_seconds(
 
 
 @pytest.mark.integration
-def test_two_workers_run_the_duty_once_per_period(
-    tmp_path: Path, processes: list[subprocess.Popen[bytes]]
-) -> None:
+def test_two_workers_run_the_duty_once_per_period(tmp_path: Path, started: Started) -> None:
     """Two workers on one database run a 2 s duty at most once per period between them."""
     env = process_env(tmp_path, SESSION_CLEANUP_SECONDS="2")
     logs = [tmp_path / "worker-1.log", tmp_path / "worker-2.log"]
-    started = time.monotonic()
+    began = time.monotonic()
     for log in logs:
-        processes.append(start_pbsync("worker", env, log))
+        started.processes.append(start_pbsync("worker", env, log))
     time.sleep(7)
-    assert all(worker.poll() is None for worker in processes), "a worker died while running"
-    assert [stop(worker) for worker in processes] == [0, 0]
-    elapsed = time.monotonic() - started
+    assert all(worker.poll() is None for worker in started.processes), "a worker died while running"
+    assert [stop(worker) for worker in started.processes] == [0, 0]
+    elapsed = time.monotonic() - began
 
     runs = sorted(
         datetime.fromisoformat(entry["ts"]).timestamp()

@@ -7,12 +7,15 @@ truth and every task must be safe to run again (DESIGN section 3).
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from huey import Huey, SqliteHuey
+from huey.consumer import ConsumerStopped
 from huey.signals import SIGNAL_INTERRUPTED
 
 from service.config import sqlite_path
+from service.shutdown import ShutdownRequests
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +56,13 @@ def build_huey(queue_url: str) -> Huey:
     return huey
 
 
-def run_consumer(huey: Huey, threads: int = CONSUMER_THREADS) -> None:
-    """Run a consumer until SIGTERM (graceful: running tasks finish) or SIGINT (immediate)."""
+def run_consumer(huey: Huey, shutdown: ShutdownRequests, threads: int = CONSUMER_THREADS) -> None:
+    """Run a consumer until SIGTERM (graceful: running tasks finish) or SIGINT (immediate).
+
+    This is ``Consumer.run`` except that a stop requested while the consumer was starting,
+    before its own signal handlers existed, is honoured as a graceful stop, and SIGHUP
+    stops rather than re-executes the process.
+    """
     consumer = huey.create_consumer(
         workers=threads,
         worker_type="thread",
@@ -64,4 +72,15 @@ def run_consumer(huey: Huey, threads: int = CONSUMER_THREADS) -> None:
         shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
         max_delay=1.0,
     )
-    consumer.run()
+    consumer.start()  # from here on huey's own handlers receive the signals
+    if shutdown.requested:
+        consumer.stop(graceful=True)
+    else:
+        health_check_at = time.monotonic()
+        while True:
+            try:
+                health_check_at = consumer.loop(health_check_at)
+            except ConsumerStopped:
+                break
+    huey.notify_interrupted_tasks()
+    log.info("consumer stopped")

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from service.clock import Clock, SystemClock
 from service.config import Settings
 from service.db import bind_database
+from service.shutdown import ShutdownRequests
 from workers.periodic import Duty, PeriodicLoop
 from workers.queue import build_huey, run_consumer
 from workers.tasks import register_tasks
@@ -24,7 +25,7 @@ def worker_duties(settings: Settings, enqueue_session_cleanup: Callable[[], None
     ]
 
 
-def run_worker(settings: Settings, clock: Clock | None = None) -> None:
+def run_worker(settings: Settings, shutdown: ShutdownRequests, clock: Clock | None = None) -> None:
     """Bind the database, start the periodic loop and consume the queue until stopped."""
     clock = clock or SystemClock()
     bind_database(settings.database_path)
@@ -35,7 +36,7 @@ def run_worker(settings: Settings, clock: Clock | None = None) -> None:
     loop.start()
     log.info("worker ready", extra={"holder": holder})
     try:
-        run_consumer(huey)
+        run_consumer(huey, shutdown)
     finally:
         loop.stop()
         log.info("worker stopped", extra={"holder": holder})
