@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,10 +62,27 @@ def check_sqlite_version(version: tuple[int, int, int] = sqlite3.sqlite_version_
         )
 
 
+def _switch_to_wal(connection: sqlite3.Connection) -> None:
+    # Switching a new database to WAL needs its write lock, and SQLite does not wait for it
+    # (the busy handler is skipped where waiting could deadlock): two processes opening a
+    # new file at once saw "database is locked". Retry for as long as busy_timeout would wait.
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
 def apply_pragmas(connection: sqlite3.Connection, synchronous: str = "NORMAL") -> None:
     """Set what every connection needs: WAL, the given sync level, foreign keys, busy timeout."""
     connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    connection.execute("PRAGMA journal_mode = WAL")
+    _switch_to_wal(connection)
     connection.execute(f"PRAGMA synchronous = {synchronous}")
     connection.execute("PRAGMA foreign_keys = ON")
 

@@ -318,3 +318,58 @@ def test_sqlite_3_38_and_newer_is_accepted() -> None:
     """The boundary and the running library pass."""
     schema.check_sqlite_version((3, 38, 0))
     schema.check_sqlite_version()
+
+
+class LockedAtFirst:
+    """A connection whose WAL switch reports "database is locked" a few times, as SQLite does
+    without waiting when two processes upgrade their locks on a new file at once."""
+
+    def __init__(self, failures: int, error: str = "database is locked") -> None:
+        self.failures = failures
+        self.error = error
+        self.statements: list[str] = []
+
+    def execute(self, sql: str) -> None:
+        self.statements.append(sql)
+        if "journal_mode" in sql and self.failures > 0:
+            self.failures -= 1
+            raise sqlite3.OperationalError(self.error)
+
+
+def test_wal_switch_is_retried_while_the_database_is_locked() -> None:
+    """The start-up race seen with two workers on a fresh install: retried, not fatal."""
+    connection = LockedAtFirst(failures=3)
+    schema.apply_pragmas(connection)  # type: ignore[arg-type]
+    assert connection.statements.count("PRAGMA journal_mode = WAL") == 4
+    assert connection.statements[-2:] == ["PRAGMA synchronous = NORMAL", "PRAGMA foreign_keys = ON"]
+
+
+def test_other_errors_of_the_wal_switch_are_not_retried() -> None:
+    """Only lock contention is worth waiting for."""
+    connection = LockedAtFirst(failures=1, error="disk I/O error")
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+        schema.apply_pragmas(connection)  # type: ignore[arg-type]
+    assert connection.statements.count("PRAGMA journal_mode = WAL") == 1
+
+
+def test_many_processes_migrating_one_new_database_at_once(tmp_path: Path) -> None:
+    """The start-up race of several workers on a fresh install."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pathlib import Path; from service import schema; "
+        "schema.migrate(Path(sys.argv[1]))"
+    )
+    for round_ in range(5):
+        path = tmp_path / f"race{round_}.db"
+        children = [
+            subprocess.Popen([sys.executable, "-c", code, str(path)], stderr=subprocess.PIPE)
+            for _ in range(6)
+        ]
+        for child in children:
+            _, err = child.communicate(timeout=30)
+            assert child.returncode == 0, err.decode()
+        assert schema.connect(path).execute("PRAGMA user_version").fetchone()[0] == (
+            schema.latest_version()
+        )

@@ -73,7 +73,14 @@ def test_two_workers_run_the_duty_once_per_period(tmp_path: Path, started: Start
     for log in logs:
         started.processes.append(start_pbsync("worker", env, log))
     time.sleep(7)
-    assert all(worker.poll() is None for worker in started.processes), "a worker died while running"
+    dead = [
+        log
+        for log, worker in zip(logs, started.processes, strict=True)
+        if worker.poll() is not None
+    ]
+    assert not dead, "a worker died while running:\n" + "\n".join(
+        log.read_text(errors="replace")[-3000:] for log in dead
+    )
     assert [stop(worker) for worker in started.processes] == [0, 0]
     elapsed = time.monotonic() - began
 
