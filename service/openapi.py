@@ -11,9 +11,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from service.api.params import MAX_ID
 from service.jobs import DEFAULT_PAGE, JOB_STATUSES, MAX_PAGE
-
-MAX_ID = 2**63 - 1
 
 
 def _ref(name: str) -> dict[str, str]:

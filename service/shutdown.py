@@ -58,19 +58,15 @@ class ShutdownRequests:
             callback()
 
 
-def stop_signals_blocked() -> contextlib.AbstractContextManager[None]:
+@contextlib.contextmanager
+def stop_signals_blocked() -> Iterator[None]:
     """Block SIGINT and SIGTERM in this thread for the duration of the ``with`` block.
 
     A child process started inside inherits the blocked mask through exec, so a stop sent
     to it before its ``ShutdownRequests.install()`` waits instead of killing it.
     """
-
-    @contextlib.contextmanager
-    def blocked() -> Iterator[None]:
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        try:
-            yield
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-    return blocked()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -46,25 +47,10 @@ def database_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def clean_db(database_file: Path) -> Path:
     """The bound database, emptied of rows."""
-    with _raw(database_file) as connection:
+    with contextlib.closing(sqlite3.connect(database_file, isolation_level=None)) as connection:
         for table in TABLES:
             connection.execute(f'DELETE FROM "{table}"')
     return database_file
-
-
-class _raw:
-    """A plain sqlite3 connection as a context manager that commits and closes."""
-
-    def __init__(self, path: Path) -> None:
-        import sqlite3
-
-        self.connection = sqlite3.connect(path, isolation_level=None, timeout=5)
-
-    def __enter__(self):
-        return self.connection
-
-    def __exit__(self, *exc: object) -> None:
-        self.connection.close()
 
 
 @pytest.fixture

@@ -30,6 +30,15 @@ def gone(pid: int) -> bool:
     return False
 
 
+def stopped_statuses(log: Path) -> dict[str, int]:
+    """The exit status ``serve`` logged for each child it stopped."""
+    return {
+        entry["role"]: entry["status"]
+        for entry in json_lines(log)
+        if entry.get("message") == "stopped" and "role" in entry
+    }
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_one_signal_to_serve_stops_both_children(
@@ -52,12 +61,7 @@ def test_one_signal_to_serve_stops_both_children(
     os.kill(serve.pid, sig)
     assert serve.wait(40) == 0, log.read_text(errors="replace")[-4000:]
 
-    stopped = {
-        entry["role"]: entry["status"]
-        for entry in json_lines(log)
-        if entry.get("message") == "stopped" and "role" in entry
-    }
-    assert stopped == {"web": 0, "worker": 0}
+    assert stopped_statuses(log) == {"web": 0, "worker": 0}
     for pid in pids.values():
         wait_for(lambda pid=pid: gone(pid), timeout=5)
 
@@ -75,12 +79,7 @@ def test_a_signal_while_the_children_start_still_stops_them_cleanly(
     started.child_pids.extend(wait_for(lambda: child_pids(log), timeout=15, interval=0.01).values())
     os.kill(serve.pid, signal.SIGTERM)
     assert serve.wait(40) == 0, log.read_text(errors="replace")[-4000:]
-    stopped = {
-        entry["role"]: entry["status"]
-        for entry in json_lines(log)
-        if entry.get("message") == "stopped" and "role" in entry
-    }
-    assert stopped == {"web": 0, "worker": 0}
+    assert stopped_statuses(log) == {"web": 0, "worker": 0}
 
 
 def run_serve(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
