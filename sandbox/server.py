@@ -1,5 +1,4 @@
-"""Serving a fake: in a background thread on a free loopback port (tests), or in the
-foreground until Ctrl-C (``pbsync sandbox``)."""
+"""Serving a fake in a background thread, on a given or a free loopback port."""
 
 from __future__ import annotations
 
@@ -54,8 +53,3 @@ class ThreadedServer:
         self._server.should_exit = True
         self._thread.join(timeout=10)
         self._socket.close()
-
-
-def serve_forever(app: ASGIApp, host: str, port: int) -> None:
-    """Serve ``app`` in the foreground until SIGINT or SIGTERM."""
-    uvicorn.Server(_config(app, host, port)).run()

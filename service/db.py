@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, cast
 
 from pony import orm
-from pony.orm import Database, Optional, PrimaryKey, Required, Set
+from pony.orm import Database, Optional, PrimaryKey, Required, Set, composite_key
 
 from service import schema
 
@@ -101,6 +101,41 @@ class PeriodicDuty(db.Entity):  # type: ignore[name-defined,misc]
     next_run_at = Required(int, size=64)
     last_run_at = Optional(int, size=64)
     last_run_by = Optional(str, nullable=True)
+
+
+class ApiCall(db.Entity):  # type: ignore[name-defined,misc]
+    """Calls to one API operation that ended with one status, within one hour."""
+
+    _table_ = "api_calls"
+    id = PrimaryKey(int, auto=True, size=64)
+    api = Required(str)
+    method = Required(str)
+    path = Required(str)
+    status = Required(int)
+    hour = Required(int, size=64)
+    calls = Required(int, size=64, default=0)
+    composite_key(api, method, path, status, hour)
+
+
+class ApiRateLimit(db.Entity):  # type: ignore[name-defined,misc]
+    """The last rate-limit figures an API reported."""
+
+    _table_ = "api_rate_limits"
+    api = PrimaryKey(str)
+    limit = Optional(int, size=64)
+    remaining = Optional(int, size=64)
+    reset_seconds = Optional(float)
+    daily_limit = Optional(int, size=64)
+    daily_remaining = Optional(int, size=64)
+    observed_at = Required(float)
+
+
+class ApiPacing(db.Entity):  # type: ignore[name-defined,misc]
+    """When the next call in a pacing bucket may go out, shared by every process."""
+
+    _table_ = "api_pacing"
+    bucket = PrimaryKey(str)
+    next_at = Required(float)
 
 
 @db.on_connect(provider="sqlite")  # type: ignore[untyped-decorator]

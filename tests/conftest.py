@@ -33,7 +33,17 @@ freezegun.configure(
 
 ADMIN_PASSWORD = "correct-horse-battery"
 REPO = Path(__file__).resolve().parent.parent
-TABLES = ("sync_jobs", "filters", "session", "user", "login_failures", "periodic_duties")
+TABLES = (
+    "sync_jobs",
+    "filters",
+    "session",
+    "user",
+    "login_failures",
+    "periodic_duties",
+    "api_calls",
+    "api_rate_limits",
+    "api_pacing",
+)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,1 @@
+"""Outbound HTTP to Pipedrive and Brevo: nothing else in the service talks to them."""
