@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("worker", help="run the worker process alone").set_defaults(
         handler=cmd_worker
     )
+    from sandbox.cli import add_parser as add_sandbox_parser
+
+    add_sandbox_parser(commands)
     return parser
 
 
