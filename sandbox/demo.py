@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--webhook-user", required=True)
     parser.add_argument("--webhook-password", required=True)
     args = parser.parse_args(argv)
-    wait_until_up([args.pipedrive, args.brevo])
+    # The control API sits beside Brevo's /v3, not under it.
+    wait_until_up([args.pipedrive, args.brevo.rstrip("/").removesuffix("/v3")])
     client = PipedriveClient(args.pipedrive, args.token, usage=MemoryUsage())
     try:
         register_webhooks(client, args.webhook_url, args.webhook_user, args.webhook_password)

@@ -25,6 +25,13 @@ from starlette.testclient import TestClient
 from service.clock import ManualClock
 from service.config import Settings
 from service.db import bind_database, bound_path
+from tests.fakes import (
+    BREVO_SETTINGS,
+    PIPEDRIVE_SETTINGS,
+    RunningFake,
+    fake_fixture,
+    start_fake,
+)
 
 # freezegun ignores threads by default, which is where Pony code runs (reference P24).
 freezegun.configure(
@@ -204,3 +211,44 @@ def started() -> Iterator[Started]:
             # Each child of serve leads its own process group (start_new_session=True).
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
+
+
+# The fakes, served once per session; each test gets them reset, and every exchange with
+# them is validated against the official specifications (see tests/fakes.py).
+
+
+@pytest.fixture(scope="session")
+def contract_ledger(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """Validates every exchange with the fakes; writes the coverage report at the end."""
+    from sandbox.contract import ContractLedger
+    from service.clients import brevo, pipedrive
+
+    ledger = ContractLedger()
+    yield ledger
+    operations = [(op.api, op.method, op.template) for op in pipedrive.OPERATIONS]
+    operations += [(op.api, op.method, op.template) for op in brevo.OPERATIONS]
+    ledger.write_report(REPO / "build" / "contract-report.md", operations)
+
+
+@pytest.fixture(scope="session")
+def pipedrive_session(contract_ledger: Any) -> Iterator[RunningFake]:
+    """The Pipedrive fake of this test session."""
+    from sandbox.pipedrive import PipedriveFakeConfig, create_app
+
+    config = PipedriveFakeConfig(retry_scale=0.01, delivery_timeout=2.0)
+    app = create_app(config, sink=contract_ledger)
+    yield from start_fake("pipedrive", app, config, PIPEDRIVE_SETTINGS)
+
+
+@pytest.fixture(scope="session")
+def brevo_session(contract_ledger: Any) -> Iterator[RunningFake]:
+    """The Brevo fake of this test session."""
+    from sandbox.brevo import BrevoFakeConfig, create_app
+
+    config = BrevoFakeConfig(contacts_rate=0, processes_per_hour=0, import_seconds=0.2)
+    app = create_app(config, sink=contract_ledger)
+    yield from start_fake("brevo", app, config, BREVO_SETTINGS)
+
+
+pipedrive_fake = pytest.fixture(fake_fixture("pipedrive_session"), name="pipedrive_fake")
+brevo_fake = pytest.fixture(fake_fixture("brevo_session"), name="brevo_fake")

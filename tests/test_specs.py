@@ -19,7 +19,8 @@ COPIES = [
 def listed_sha256(folder: str, name: str) -> str:
     for line in (SPECS / folder / "README.md").read_text().splitlines():
         if line.startswith(f"| `{name}`"):
-            return re.findall(r"`([0-9a-f]{64})`", line)[-1]
+            digest: str = re.findall(r"`([0-9a-f]{64})`", line)[-1]
+            return digest
     raise AssertionError(f"{name} is not listed in {folder}/README.md")
 
 

@@ -1,0 +1,812 @@
+"""The fake Pipedrive over real HTTP: auth, paging, filters, token budget and burst limits,
+webhooks and their deliveries (compared with the real payloads in
+``specs/pipedrive/examples/``), faults, drift, and its hard-coded tables against the
+official specs."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sandbox.pipedrive import PipedriveFakeConfig, PipedriveState, create_app
+from sandbox.pipedrive.api import FILTER_TYPES
+from sandbox.pipedrive.fields import TIER_KEY
+from sandbox.pipedrive.limits import TOKEN_COSTS
+from sandbox.pipedrive.listing import DEAL_STATUSES, DIRECTIONS, NARROWING, SORT_FIELDS
+from sandbox.pipedrive.shapes import deal_v2, filter_v1, person_v2, webhook_v1
+from sandbox.pipedrive.webhooks import ACTIONS, OBJECTS_V2, VERSIONS
+from sandbox.recording import Exchange
+from sandbox.server import ThreadedServer
+
+REPO = Path(__file__).resolve().parents[2]
+SPECS = REPO / "specs" / "pipedrive"
+EXAMPLES = SPECS / "examples"
+TOKEN = "pd-token"
+
+
+class Fake:
+    """A running fake: ``api`` sends the token, ``control`` talks to ``/_sandbox``."""
+
+    def __init__(self, config: PipedriveFakeConfig, sink: Any = None) -> None:
+        self.app = create_app(config, sink)
+        self.state: PipedriveState = self.app.state.fake
+        self.server = ThreadedServer(self.app).start()
+        self.api = httpx.Client(base_url=self.server.url, headers={"x-api-token": TOKEN})
+        self.control = httpx.Client(base_url=self.server.url + "/_sandbox")
+
+    def close(self) -> None:
+        self.api.close()
+        self.control.close()
+        self.server.stop()
+
+    def all_pages(self, path: str, **params: Any) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            query = {**params, **({"cursor": cursor} if cursor else {})}
+            body = self.api.get(path, params=query).json()
+            rows += body["data"]
+            cursor = body["additional_data"]["next_cursor"]
+            if cursor is None:
+                return rows
+
+
+class Receiver:
+    """A webhook receiver answering ``status`` after ``delay`` seconds. Each test gets a
+    fresh ``url`` (``reset``), so a late delivery from an earlier test is not counted."""
+
+    def __init__(self) -> None:
+        self.status, self.delay, self.generation = 200, 0.0, 0
+        self.requests: list[tuple[dict[str, str], Any]] = []
+        app = Starlette(routes=[Route("/hook/{generation:int}", self._hook, methods=["POST"])])
+        self.server = ThreadedServer(app).start()
+
+    @property
+    def url(self) -> str:
+        return f"{self.server.url}/hook/{self.generation}"
+
+    def reset(self, status: int = 200, delay: float = 0.0) -> Receiver:
+        self.generation += 1
+        self.status, self.delay, self.requests = status, delay, []
+        return self
+
+    async def _hook(self, request: Request) -> Response:
+        if request.path_params["generation"] == self.generation:
+            self.requests.append((dict(request.headers), await request.json()))
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return Response(status_code=self.status)
+
+    def wait(self, count: int, timeout: float = 5.0) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        while len(self.requests) < count:
+            assert time.monotonic() < deadline, f"{len(self.requests)} of {count} deliveries"
+            time.sleep(0.01)
+        return [body for _, body in self.requests]
+
+
+DEFAULTS = PipedriveState(PipedriveFakeConfig()).settings_json()
+
+
+@pytest.fixture(scope="module")
+def running() -> Iterator[Fake]:
+    server = Fake(PipedriveFakeConfig())
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def fake(running: Fake) -> Fake:
+    """The module's fake, reseeded and with default settings (one server keeps it fast)."""
+    running.state.reset(1)
+    running.state.apply_settings(DEFAULTS)
+    return running
+
+
+@pytest.fixture(scope="module")
+def receivers() -> Iterator[Receiver]:
+    server = Receiver()
+    yield server
+    server.server.stop()
+
+
+@pytest.fixture
+def receiver(receivers: Receiver) -> Receiver:
+    return receivers.reset()
+
+
+def register(fake: Fake, url: str, **fields: Any) -> dict[str, Any]:
+    body = {"subscription_url": url, "event_action": "*", "event_object": "*", "name": "t"}
+    response = fake.api.post("/v1/webhooks", json={**body, **fields})
+    assert response.status_code == 201, response.text
+    data: dict[str, Any] = response.json()["data"]
+    return data
+
+
+def example(name: str) -> Any:
+    return json.loads((EXAMPLES / name).read_text())
+
+
+def json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    names: dict[type, str] = {str: "string", list: "array", dict: "object"}
+    return names[type(value)]
+
+
+def assert_like(actual: Any, model: Any, path: str = "$") -> None:
+    """``actual`` has ``model``'s JSON types wherever ``model`` is not null, and at least
+    its keys."""
+    if model is None:
+        return
+    assert json_type(actual) == json_type(model), f"{path}: {actual!r} vs {model!r}"
+    if isinstance(model, dict):
+        assert set(model) <= set(actual), f"{path}: missing {set(model) - set(actual)}"
+        for key, value in model.items():
+            assert_like(actual[key], value, f"{path}.{key}")
+    elif isinstance(model, list) and model and actual:
+        assert_like(actual[0], model[0], f"{path}[0]")
+
+
+def test_a_missing_empty_or_wrong_token_gets_pipedrives_401(fake: Fake) -> None:
+    fake.control.put("/settings", json={"token": TOKEN})
+    for headers in ({}, {"x-api-token": ""}, {"x-api-token": "wrong"}):
+        response = fake.control.get(fake.server.url + "/v1/filters", headers=headers)
+        assert response.status_code == 401
+        assert response.json() == {
+            "success": False,
+            "error": "unauthorized access",
+            "errorCode": 401,
+            "error_info": response.json()["error_info"],
+        }
+    assert fake.api.get("/v1/filters").status_code == 200
+    assert fake.control.get("/usage").json()["calls"] == {"GET /v1/filters": 1}
+    fake.control.put("/settings", json={"token": None})
+    assert fake.api.get("/v1/filters", headers={"x-api-token": "any"}).status_code == 200
+
+
+def test_the_everyone_filter_pages_all_1200_persons_in_three_pages(fake: Fake) -> None:
+    pages, cursor, ids = [], None, []
+    while True:
+        params: dict[str, Any] = {"filter_id": 1, "limit": 500}
+        if cursor:
+            params["cursor"] = cursor
+        body = fake.api.get("/api/v2/persons", params=params).json()
+        pages.append(len(body["data"]))
+        ids += [row["id"] for row in body["data"]]
+        cursor = body["additional_data"]["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == [500, 500, 200]
+    assert ids == list(range(1, 1201)) == fake.state.members(1).ids
+
+
+def test_paging_descending_by_update_time_sees_each_row_once(fake: Fake) -> None:
+    rows = fake.all_pages(
+        "/api/v2/persons", filter_id=2, limit=100, sort_by="update_time", sort_direction="desc"
+    )
+    times = [row["update_time"] for row in rows]
+    assert times == sorted(times, reverse=True)
+    assert sorted(row["id"] for row in rows) == fake.state.members(2).ids
+
+
+def test_bad_list_parameters_get_v2_400s(fake: Fake) -> None:
+    cursor = base64.urlsafe_b64encode(b'{"field":"add_time"}').decode()
+    for params in (
+        {"limit": 501},
+        {"limit": 0},
+        {"cursor": "not a cursor!"},
+        {"cursor": cursor},
+        {"sort_by": "name"},
+        {"updated_since": "2024-01-01T00:00:00.123Z"},
+        {"ids": ",".join(map(str, range(1, 102)))},
+        {"filter_id": 4},
+    ):
+        response = fake.api.get("/api/v2/persons", params=params)
+        assert response.status_code == 400, params
+        body = response.json()
+        assert body["success"] is False and body["data"] is None and body["error"]
+    missing = fake.api.get("/api/v2/persons", params={"filter_id": 999})
+    assert missing.status_code == 404
+    assert fake.api.get("/api/v2/deals", params={"filter_id": 1}).status_code == 400
+    unknown = fake.api.get("/v1/filters/999")
+    assert unknown.status_code == 404 and unknown.json()["error"] == "Filter not found"
+
+
+def test_ids_select_persons_and_are_ignored_with_a_filter(fake: Fake) -> None:
+    wanted = "3,1,99999,2"
+    plain = fake.api.get("/api/v2/persons", params={"ids": wanted}).json()["data"]
+    assert [row["id"] for row in plain] == [1, 2, 3]
+    with_filter = fake.api.get("/api/v2/persons", params={"ids": wanted, "filter_id": 2})
+    members = fake.state.members(2).ids
+    assert [row["id"] for row in with_filter.json()["data"]] == members[:100]
+
+
+def test_updated_since_is_honoured_unless_switched_off(fake: Fake) -> None:
+    changed = fake.control.patch("/persons/5", json={"first_name": "Zed"}).json()
+    since = changed["update_time"]
+    assert changed["name"].startswith("Zed")
+    for params in ({"filter_id": 1, "updated_since": since}, {"updated_since": since}):
+        rows = fake.api.get("/api/v2/persons", params=params).json()["data"]
+        assert [row["id"] for row in rows] == [5]
+    until = fake.api.get("/api/v2/persons", params={"updated_until": since, "limit": 500})
+    assert 5 not in [row["id"] for row in until.json()["data"]]
+    fake.control.put("/settings", json={"ignore_updated_since": True})
+    ignored = fake.api.get("/api/v2/persons", params={"filter_id": 1, "updated_since": since})
+    assert len(ignored.json()["data"]) == 100
+    alone = fake.api.get("/api/v2/persons", params={"updated_since": since}).json()["data"]
+    assert [row["id"] for row in alone] == [5]
+
+
+def test_a_deal_change_moves_its_person_out_of_a_related_object_filter(fake: Fake) -> None:
+    data = fake.state.data
+    open_deals: dict[int, list[int]] = {}
+    for deal in data.live_deals():
+        if deal.status == "open" and deal.person_id is not None:
+            open_deals.setdefault(deal.person_id, []).append(deal.id)
+    person_id, (deal_id,) = next((p, d) for p, d in open_deals.items() if len(d) == 1)
+    assert person_id in fake.state.members(3).ids
+    before = fake.api.get(f"/api/v2/persons/{person_id}").json()["data"]["update_time"]
+    won = fake.control.patch(f"/deals/{deal_id}", json={"status": "won"}).json()
+    assert won["status"] == "won" and "won_time" in won
+    assert person_id not in fake.state.members(3).ids
+    listed = fake.all_pages("/api/v2/persons", filter_id=3, limit=500)
+    assert person_id not in [row["id"] for row in listed]
+    assert deal_id in [row["id"] for row in fake.all_pages("/api/v2/deals", filter_id=4)]
+    after = fake.api.get(f"/api/v2/persons/{person_id}").json()["data"]["update_time"]
+    assert after == before
+
+
+def test_members_route_gives_entities_persons_and_clean_emails(fake: Fake) -> None:
+    body = fake.control.get("/filters/4/members").json()
+    assert body["type"] == "deals"
+    deals = {d.id: d for d in fake.state.data.live_deals()}
+    assert all(deals[i].status == "won" for i in body["ids"])
+    persons = {deals[i].person_id for i in body["ids"]}
+    assert body["person_ids"] == sorted(p for p in persons if p is not None)
+    assert body["emails"] == sorted(set(body["emails"]))
+    assert all(e == e.strip().lower() and e for e in body["emails"])
+    assert fake.control.get("/filters/999/members").status_code == 404
+
+
+def test_seeded_data_is_deterministic_and_has_the_awkward_cases() -> None:
+    first, second = PipedriveState(PipedriveFakeConfig()), PipedriveState(PipedriveFakeConfig())
+    assert [person_v2(p) for p in first.data.live_persons()] == [
+        person_v2(p) for p in second.data.live_persons()
+    ]
+    persons = first.data.live_persons()
+    assert len(persons) == 1200
+    assert 20 < sum(not p.emails for p in persons) < 120
+    assert 60 < sum(len(p.emails) > 1 for p in persons) < 200
+    assert any(e.value != e.value.strip().lower() for p in persons for e in p.emails)
+    assert any(p.emails and not p.emails[0].primary for p in persons if len(p.emails) > 1)
+    assert len(first.data.live_deals()) == 500
+    assert any(d.person_id is None for d in first.data.live_deals())
+    assert 100 < len(first.members(2).ids) < 600
+    other = PipedriveState(PipedriveFakeConfig(seed=2))
+    assert person_v2(other.data.persons[1]) != person_v2(first.data.persons[1])
+
+
+def test_tokens_are_counted_and_a_spent_budget_answers_429(fake: Fake) -> None:
+    fake.control.put("/settings", json={"daily_token_budget": 25})
+    first = fake.api.get("/v1/filters")
+    assert first.headers["x-daily-ratelimit-token-remaining"] == "5"
+    assert fake.api.get("/v1/filters/1").headers["x-daily-ratelimit-token-remaining"] == "3"
+    refused = fake.api.get("/api/v2/persons")
+    assert refused.status_code == 429
+    assert refused.json()["errorCode"] == 429 and refused.json()["success"] is False
+    assert int(refused.headers["retry-after"]) > 0
+    assert fake.api.get("/v1/filters/1").status_code == 200
+    assert fake.api.get("/api/v2/persons/1").status_code == 200
+    spent = fake.api.get("/api/v2/persons/1")
+    assert spent.status_code == 429
+    assert spent.headers["x-daily-ratelimit-token-remaining"] == "0"
+    usage = fake.control.get("/usage").json()
+    assert usage["tokens_used"] == 25 and usage["daily_token_budget"] == 25
+    assert usage["calls"] == {
+        "GET /v1/filters": 1,
+        "GET /v1/filters/{id}": 2,
+        "GET /api/v2/persons/{id}": 1,
+    }
+    assert fake.control.post("/budget/reset").status_code == 200
+    assert fake.api.get("/api/v2/persons").status_code == 200
+
+
+def test_the_burst_limit_answers_429_with_rate_headers(fake: Fake) -> None:
+    fake.control.put("/settings", json={"burst_limit": 3})
+    answers = [fake.api.get("/v1/filters/1") for _ in range(4)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert [a.headers["x-ratelimit-remaining"] for a in answers] == ["2", "1", "0", "0"]
+    last = answers[-1]
+    assert last.headers["x-ratelimit-limit"] == "3"
+    assert 1 <= int(last.headers["x-ratelimit-reset"]) <= 2
+    assert 1 <= int(last.headers["retry-after"]) <= 2
+    assert "x-daily-ratelimit-token-remaining" in last.headers
+    assert last.json()["errorCode"] == 429
+    assert fake.control.get("/usage").json()["tokens_used"] == 6
+
+
+def test_webhooks_are_created_listed_validated_and_deleted(fake: Fake) -> None:
+    made = register(fake, "https://example.com/hook", http_auth_user="u", http_auth_password="p")
+    assert made["version"] == "2.0" and made["is_active"] == 1 and made["type"] == "general"
+    listed = fake.api.get("/v1/webhooks").json()
+    assert listed["success"] is True and [w["id"] for w in listed["data"]] == [made["id"]]
+    v1 = register(fake, "http://example.com/v1", version="1.0", event_action="updated")
+    assert v1["version"] == "1.0"
+    base = {"subscription_url": "https://example.com/h", "name": "n"}
+    for bad, field in (
+        ({"event_action": "added", "event_object": "person"}, "event_action"),
+        ({"event_action": "change", "event_object": "person", "version": "1.0"}, "event_action"),
+        ({"event_action": "*", "event_object": "filter"}, "event_object"),
+        (
+            {"event_action": "*", "event_object": "*", "subscription_url": "ftp://x"},
+            "subscription_url",
+        ),
+        ({"event_action": "*", "event_object": "*", "name": ""}, "name"),
+        ({"event_action": "*", "event_object": "*", "version": "3.0"}, "version"),
+    ):
+        response = fake.api.post("/v1/webhooks", json={**base, **bad})
+        assert response.status_code == 400, bad
+        assert response.json()["success"] is False and field in response.json()["errors"]
+    for _ in range(38):
+        fake.state.add_webhook(
+            **{**base, "event_action": "*", "event_object": "*"},
+            version="2.0",
+            user_id=1001,
+            http_auth_user=None,
+            http_auth_password=None,
+        )
+    over = fake.api.post("/v1/webhooks", json={**base, "event_action": "*", "event_object": "*"})
+    assert over.status_code == 422 and over.json()["error"] == "Webhooks limit reached"
+    assert fake.api.delete(f"/v1/webhooks/{made['id']}").json() == {"status": "ok", "success": True}
+    gone = fake.api.delete(f"/v1/webhooks/{made['id']}")
+    assert gone.status_code == 404 and gone.json()["errors"] == {"id": ["not found"]}
+
+
+def test_v2_person_deliveries_match_the_real_examples(fake: Fake, receiver: Receiver) -> None:
+    register(fake, receiver.url, event_object="person", http_auth_user="pd", http_auth_password="s")
+    persons = fake.state.data.live_persons()
+    person = next(p for p in persons if p.org_id and p.label_ids and p.last_name)
+    fake.control.patch(f"/persons/{person.id}", json={"first_name": "Sample", "last_name": None})
+    created = fake.control.post(
+        "/persons", json={"name": "New One", "emails": ["a@b.example"], "org_id": 1}
+    )
+    fake.control.delete(f"/persons/{created.json()['id']}")
+    by_action = {body["meta"]["action"]: body for body in receiver.wait(3)}
+    change, create, delete = by_action["change"], by_action["create"], by_action["delete"]
+    for headers, _ in receiver.requests:
+        assert headers["authorization"] == "Basic " + base64.b64encode(b"pd:s").decode()
+        assert headers["user-agent"] == "Pipedrive-Webhook"
+        assert headers["content-type"] == "application/json"
+    for body, name in (
+        (change, "v2_change_person.pipedrive-docs.json"),
+        (create, "v2_create_person.pipedrive-docs.json"),
+        (delete, "v2_delete_person.pipedrive-docs.json"),
+    ):
+        model = example(name)
+        assert set(body) == set(model)
+        assert set(body["meta"]) == set(model["meta"])
+        assert_like(body["meta"], model["meta"])
+        assert set(body["data"] or {}) == set(model["data"] or {})
+        if body["meta"]["action"] == "delete":
+            assert set(body["previous"]) == set(model["previous"])
+        assert_like(body["data"], model["data"])
+        assert_like(body["previous"], model["previous"])
+    assert change["previous"] == {
+        "first_name": person.first_name,
+        "last_name": person.last_name,
+        "name": person.name,
+    }
+    assert change["meta"]["entity_id"] == str(person.id) and change["meta"]["attempt"] == 1
+    assert change["data"]["name"] == "Sample"
+    assert create["data"]["emails"] == [{"value": "a@b.example", "primary": True, "label": "work"}]
+    assert delete["data"] is None and delete["previous"]["id"] == created.json()["id"]
+
+
+def test_v2_deal_delivery_matches_the_real_example(fake: Fake, receiver: Receiver) -> None:
+    register(fake, receiver.url, event_object="deal", event_action="change")
+    deal = next(d for d in fake.state.data.live_deals() if d.person_id and d.status == "open")
+    fake.control.patch(f"/deals/{deal.id}", json={"value": 1234})
+    (body,) = receiver.wait(1)
+    model = example("v2_change_deal.pipedrive-docs.json")
+    assert set(body["data"]) == set(model["data"])
+    assert set(body["meta"]) == set(model["meta"])
+    # The example's account has an address custom field; the sandbox's deals have none.
+    model["data"]["custom_fields"] = {}
+    assert_like(body["data"], model["data"])
+    assert_like(body["meta"], model["meta"])
+    assert body["previous"] == {"value": int(deal.value)}
+
+
+def test_v1_deliveries_have_the_keys_of_the_real_v1_payloads(
+    fake: Fake, receiver: Receiver
+) -> None:
+    register(fake, receiver.url, version="1.0", event_action="updated")
+    person = next(p for p in fake.state.data.live_persons() if p.label_ids and p.emails)
+    deal = next(d for d in fake.state.data.live_deals() if d.person_id)
+    fake.control.patch(
+        f"/persons/{person.id}", json={"owner_id": 1003 if person.owner_id != 1003 else 1002}
+    )
+    person_body = receiver.wait(1)[0]
+    fake.control.patch(f"/deals/{deal.id}", json={"title": "Renamed"})
+    deal_body = receiver.wait(2)[1]
+    for body, name in (
+        (person_body, "v1_updated_person.pipedream.json"),
+        (deal_body, "v1_updated_deal.jeltev.json"),
+    ):
+        model = example(name)
+        assert set(body) == set(model) | {"previous"}
+        assert set(body["meta"]) == set(model["meta"])
+        hashes = {k for k in model["current"] if len(k.split("_")[0]) == 40}
+        ours = {k for k in body["current"] if len(k.split("_")[0]) == 40}
+        assert set(body["current"]) - ours == set(model["current"]) - hashes
+        model["current"] = {k: v for k, v in model["current"].items() if k not in hashes}
+        model["previous"] = {k: v for k, v in model["previous"].items() if k not in hashes}
+        assert_like(body, model)
+        assert body["retry"] == 0
+    assert person_body["event"] == "updated.person" and TIER_KEY in person_body["current"]
+    assert deal_body["event"] == "updated.deal" and deal_body["current"]["title"] == "Renamed"
+    assert deal_body["previous"]["title"] == deal.title
+
+
+def test_a_failing_receiver_gets_four_attempts(fake: Fake, receiver: Receiver) -> None:
+    fake.control.put("/settings", json={"retry_scale": 0.002})
+    receiver.reset(status=500)
+    v2 = register(fake, receiver.url, event_object="person")
+    register(fake, receiver.url, event_object="person", version="1.0")
+    fake.control.patch("/persons/1", json={"label_ids": [2]})
+    bodies = receiver.wait(8)
+    time.sleep(0.2)
+    assert len(receiver.requests) == 8
+    v2_bodies = [b for b in bodies if "data" in b]
+    v1_bodies = [b for b in bodies if "current" in b]
+    assert sorted(b["meta"]["attempt"] for b in v2_bodies) == [1, 2, 3, 4]
+    assert len({b["meta"]["id"] for b in v2_bodies}) == 1
+    assert sorted(b["retry"] for b in v1_bodies) == [0, 1, 2, 3]
+    log = fake.control.get("/deliveries").json()["deliveries"]
+    mine = [e for e in log if e["webhook_id"] == v2["id"]]
+    assert [e["attempt"] for e in mine] == [1, 2, 3, 4]
+    assert all(e["status"] == 500 and e["event"] == "change.person" for e in mine)
+    assert fake.api.get("/v1/webhooks").json()["data"][0]["last_http_status"] == 500
+
+
+def test_a_slow_receiver_times_out(fake: Fake, receiver: Receiver) -> None:
+    fake.control.put("/settings", json={"retry_scale": 0.001, "delivery_timeout": 0.1})
+    receiver.reset(delay=0.5)
+    register(fake, receiver.url, event_object="person")
+    fake.control.patch("/persons/1", json={"label_ids": []})
+    deadline = time.monotonic() + 5
+    while len(log := fake.control.get("/deliveries").json()["deliveries"]) < 4:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert [e["error"] for e in log] == ["timeout"] * 4
+
+
+def test_ten_failed_first_attempts_ban_a_webhook(fake: Fake, receiver: Receiver) -> None:
+    fake.control.put("/settings", json={"retry_scale": 0.001})
+    receiver.reset(status=500)
+    register(fake, receiver.url, event_object="person", event_action="change")
+    for n in range(10):
+        fake.control.patch(f"/persons/{n + 1}", json={"label_ids": [3]})
+    deadline = time.monotonic() + 5
+    while fake.api.get("/v1/webhooks").json()["data"][0]["is_active"] != 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    fake.control.patch("/persons/20", json={"label_ids": [3]})
+    deadline = time.monotonic() + 5
+    while not any(
+        e["entity_id"] == 20 for e in fake.control.get("/deliveries").json()["deliveries"]
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    log = fake.control.get("/deliveries").json()["deliveries"]
+    lost = [e for e in log if e["entity_id"] == 20]
+    assert lost == [
+        {**lost[0], "attempt": 1, "status": None, "error": "webhook banned; event lost"}
+    ]
+    assert all(b["meta"]["entity_id"] != "20" for _, b in receiver.requests)
+
+
+def test_a_merge_is_a_delete_and_a_change(fake: Fake, receiver: Receiver) -> None:
+    register(fake, receiver.url, event_object="person")
+    merged = fake.control.post("/persons/10/merge", json={"into": 11})
+    assert merged.status_code == 200 and merged.json()["id"] == 11
+    bodies = receiver.wait(2)
+    by_action = {b["meta"]["action"]: b for b in bodies}
+    assert by_action["delete"]["meta"]["merged_to_id"] == "11"
+    assert by_action["delete"]["meta"]["entity_id"] == "10"
+    assert by_action["change"]["meta"]["merged_from_id"] == "10"
+    assert fake.api.get("/api/v2/persons/10").status_code == 404
+    assert not [d for d in fake.state.data.live_deals() if d.person_id == 10]
+    assert fake.control.post("/persons/11/merge", json={"into": 11}).status_code == 400
+    assert fake.control.post("/persons/11/merge", json={"into": 10}).status_code == 404
+
+
+def test_filters_are_created_changed_and_deleted_through_control(fake: Fake) -> None:
+    conditions: dict[str, Any] = {
+        "glue": "and",
+        "conditions": [
+            {
+                "glue": "and",
+                "conditions": [
+                    {
+                        "object": "organization",
+                        "field_code": "address_country",
+                        "operator": "=",
+                        "value": "Estonia",
+                    }
+                ],
+            },
+            {"glue": "or", "conditions": []},
+        ],
+    }
+    made = fake.control.post(
+        "/filters", json={"name": "EE", "type": "people", "conditions": conditions}
+    )
+    assert made.status_code == 201
+    filter_id = made.json()["id"]
+    got = fake.api.get(f"/v1/filters/{filter_id}", params={"include_field_code": "true"}).json()
+    condition = got["data"]["conditions"]["conditions"][0]["conditions"][0]
+    assert condition["field_id"] == "4002" and condition["field_code"] == "address_country"
+    plain = fake.api.get(f"/v1/filters/{filter_id}").json()["data"]["conditions"]
+    assert "field_code" not in plain["conditions"][0]["conditions"][0]
+    members = fake.state.members(filter_id).ids
+    orgs = fake.state.data.organizations
+    assert members and all(
+        orgs[fake.state.data.persons[p].org_id or 0].country == "Estonia" for p in members
+    )
+    conditions["conditions"][0]["conditions"][0]["value"] = "France"
+    patched = fake.control.patch(
+        f"/filters/{filter_id}", json={"name": "FR", "conditions": conditions}
+    )
+    assert patched.json()["name"] == "FR"
+    assert fake.state.members(filter_id).ids != members
+    bad = {"glue": "and", "conditions": [{"glue": "or", "conditions": []}]}
+    assert fake.control.patch(f"/filters/{filter_id}", json={"conditions": bad}).status_code == 400
+    assert fake.control.delete(f"/filters/{filter_id}").status_code == 200
+    assert fake.api.get(f"/v1/filters/{filter_id}").status_code == 404
+    listed = fake.api.get("/v1/filters", params={"type": "people"}).json()["data"]
+    assert filter_id not in [f["id"] for f in listed]
+    assert {f["id"] for f in listed} == {1, 2, 3, 5, 6, 8}
+
+
+def test_control_api_rejects_bad_input(fake: Fake) -> None:
+    for method, path, body, status in (
+        ("POST", "/persons", {"nickname": "x"}, 400),
+        ("POST", "/persons", {"emails": ["a@b.c"]}, 400),
+        ("PATCH", "/persons/99999", {"name": "x"}, 404),
+        ("PATCH", "/persons/1", {"org_id": 9999}, 404),
+        ("PATCH", "/deals/1", {"status": "archived"}, 400),
+        ("PATCH", "/organizations/1", {"country": 5}, 400),
+        ("PUT", "/settings", {"burst_limit": -1}, 400),
+        ("PUT", "/settings", {"colour": "red"}, 400),
+        ("PUT", "/faults", {"faults": [{"kind": "explode"}]}, 400),
+        ("PUT", "/drift", {"enabled": "yes"}, 400),
+        ("POST", "/reset", {"seed": "x"}, 400),
+    ):
+        response = fake.control.request(method, path, json=body)
+        assert response.status_code == status, (method, path, response.text)
+        assert response.json()["error"]
+
+
+def test_faults_set_through_control_are_observable(fake: Fake) -> None:
+    plan = {"faults": [{"kind": "500", "path": "/api/v2/persons", "count": 1}]}
+    assert fake.control.put("/faults", json=plan).status_code == 200
+    failed = fake.api.get("/api/v2/persons")
+    assert failed.status_code == 500 and failed.json()["errorCode"] == 500
+    assert fake.api.get("/api/v2/persons").status_code == 200
+    fake.control.put("/faults", json={"faults": [{"kind": "429", "count": 1}]})
+    limited = fake.api.get("/v1/filters")
+    assert limited.status_code == 429 and limited.headers["retry-after"] == "2"
+    assert limited.headers["x-ratelimit-remaining"] == "0"
+    fake.control.put("/faults", json={"faults": [{"kind": "drop", "count": 1}]})
+    with pytest.raises(httpx.TransportError):
+        fake.api.get("/v1/filters")
+    timeout = {"faults": [{"kind": "timeout", "count": 1}], "hang_seconds": 1.0}
+    fake.control.put("/faults", json=timeout)
+    with pytest.raises(httpx.ReadTimeout):
+        fake.api.get("/v1/filters", timeout=0.2)
+    assert fake.control.get("/faults").json()["injected"] == {
+        "500": 1,
+        "429": 1,
+        "drop": 1,
+        "timeout": 1,
+    }
+
+
+def test_drift_renames_one_field_and_mistypes_another(fake: Fake) -> None:
+    fake.control.put("/drift", json={"enabled": True})
+    row = fake.api.get("/api/v2/persons", params={"limit": 1}).json()["data"][0]
+    assert "emails" not in row and isinstance(row["email_addresses"], list)
+    assert row["id"] == "1"
+    fake.control.put("/drift", json={"enabled": False})
+    row = fake.api.get("/api/v2/persons", params={"limit": 1}).json()["data"][0]
+    assert row["id"] == 1 and "emails" in row
+
+
+def test_reset_reseeds_and_forgets_webhooks_and_usage(fake: Fake) -> None:
+    register(fake, "https://example.com/h")
+    fake.control.patch("/persons/1", json={"name": "Changed"})
+    assert fake.control.post("/reset", json={"seed": 1}).json()["seed"] == 1
+    assert fake.api.get("/api/v2/persons/1").json()["data"]["name"] != "Changed"
+    assert fake.api.get("/v1/webhooks").json()["data"] == []
+    assert fake.control.get("/usage").json()["calls"] == {
+        "GET /api/v2/persons/{id}": 1,
+        "GET /v1/webhooks": 1,
+    }
+
+
+def test_a_sink_records_api_exchanges_only() -> None:
+    seen: list[Exchange] = []
+    running = Fake(PipedriveFakeConfig(), sink=seen.append)
+    try:
+        running.api.get("/v1/filters", params={"type": "deals"})
+        running.control.get("/usage")
+        assert [(e.method, e.path, e.query, e.status) for e in seen] == [
+            ("GET", "/v1/filters", "type=deals", 200)
+        ]
+        assert json.loads(seen[0].response_body)["data"][0]["type"] == "deals"
+    finally:
+        running.close()
+
+
+# --- the hard-coded tables against the official specs -----------------------------------
+
+
+@cache
+def spec(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.load((SPECS / name).read_text(), Loader=yaml.CSafeLoader)
+    return loaded
+
+
+def operation(method: str, template: str) -> dict[str, Any]:
+    if template.startswith("/api/v2"):
+        document, path = spec("openapi-v2.yaml"), template.removeprefix("/api/v2")
+    else:
+        document, path = spec("openapi.yaml"), template.removeprefix("/v1")
+    found: dict[str, Any] = document["paths"][path][method.lower()]
+    return found
+
+
+def resolve(document: dict[str, Any], node: Any) -> Any:
+    while isinstance(node, dict) and "$ref" in node:
+        target: Any = document
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
+def properties(document: dict[str, Any], schema: Any) -> dict[str, Any]:
+    """The merged properties of a schema, through ``allOf`` and ``$ref``."""
+    schema = resolve(document, schema)
+    merged: dict[str, Any] = {}
+    for part in schema.get("allOf", []):
+        merged.update(properties(document, part))
+    for key, value in schema.get("properties", {}).items():
+        merged[key] = resolve(document, value)
+    return merged
+
+
+def response_data(method: str, template: str, status: str = "200") -> dict[str, Any]:
+    document = spec("openapi-v2.yaml" if template.startswith("/api/v2") else "openapi.yaml")
+    content = operation(method, template)["responses"][status]["content"]["application/json"]
+    data = properties(document, content["schema"])["data"]
+    item = resolve(document, data.get("items", data))
+    return properties(document, item)
+
+
+def assert_typed(value: dict[str, Any], schema: dict[str, Any], nullable: set[str]) -> None:
+    spec_types = {
+        "integer": "number",
+        "number": "number",
+        "string": "string",
+        "boolean": "boolean",
+        "array": "array",
+        "object": "object",
+    }
+    for key, item in value.items():
+        assert key in schema, f"{key} is not in the spec"
+        declared = schema[key]
+        for part in declared.get("allOf", []):
+            declared = {**part, **declared}
+        if item is None:
+            assert declared.get("nullable") or key in nullable, f"{key} is not nullable"
+            continue
+        assert json_type(item) == spec_types[declared["type"]], key
+        if declared["type"] == "integer":
+            assert isinstance(item, int), key
+
+
+def test_token_costs_are_the_specs() -> None:
+    for (method, template), cost in TOKEN_COSTS.items():
+        assert operation(method, template)["x-token-cost"] == cost, template
+
+
+def test_webhook_and_listing_enums_are_the_specs() -> None:
+    body = operation("POST", "/v1/webhooks")["requestBody"]["content"]["application/json"]
+    fields = body["schema"]["properties"]
+    assert tuple(fields["event_action"]["enum"]) == ACTIONS["2.0"]
+    assert tuple(fields["event_object"]["enum"]) == OBJECTS_V2
+    assert tuple(fields["version"]["enum"]) == VERSIONS
+    assert set(body["schema"]["required"]) == {
+        "subscription_url",
+        "event_action",
+        "event_object",
+        "name",
+    }
+    filters = {p["name"]: p for p in operation("GET", "/v1/filters")["parameters"]}
+    assert tuple(filters["type"]["schema"]["enum"]) == FILTER_TYPES
+    for kind in ("persons", "deals"):
+        params = {p["name"]: p for p in operation("GET", f"/api/v2/{kind}")["parameters"]}
+        ours = {
+            "filter_id",
+            "ids",
+            "updated_since",
+            "updated_until",
+            "sort_by",
+            "sort_direction",
+            "limit",
+            "cursor",
+            *NARROWING[kind],
+        }
+        assert ours <= set(params)
+        assert tuple(params["sort_by"]["schema"]["enum"]) == SORT_FIELDS
+        assert tuple(params["sort_direction"]["schema"]["enum"]) == DIRECTIONS
+    deal_params = {p["name"]: p for p in operation("GET", "/api/v2/deals")["parameters"]}
+    assert tuple(deal_params["status"]["schema"]["enum"]) == DEAL_STATUSES
+
+
+def test_answer_shapes_follow_the_spec_schemas() -> None:
+    state = PipedriveState(PipedriveFakeConfig())
+    errata = {"last_name", "org_id", "person_id"}
+    person_schema = response_data("GET", "/api/v2/persons")
+    assert response_data("GET", "/api/v2/persons/{id}").keys() == person_schema.keys()
+    for person in state.data.live_persons()[:200]:
+        assert_typed(person_v2(person), person_schema, errata)
+    deal_schema = response_data("GET", "/api/v2/deals")
+    for deal in state.data.live_deals()[:200]:
+        assert_typed(deal_v2(deal), deal_schema, errata)
+    listed = filter_v1(state.data.filters[1])
+    assert listed.keys() == response_data("GET", "/v1/filters").keys()
+    assert_typed(listed, response_data("GET", "/v1/filters"), set())
+    one = filter_v1(state.data.filters[3], conditions=True, field_codes=True)
+    assert one.keys() == response_data("GET", "/v1/filters/{id}").keys()
+    webhook = state.add_webhook(
+        subscription_url="https://x.example",
+        event_action="*",
+        event_object="*",
+        name="n",
+        version="2.0",
+        user_id=1001,
+        http_auth_user=None,
+        http_auth_password=None,
+    )
+    shape = response_data("GET", "/v1/webhooks")
+    assert webhook_v1(webhook).keys() == shape.keys()
+    assert_typed(webhook_v1(webhook), shape, set())
+    unauthorized = operation("GET", "/v1/webhooks")["responses"]["401"]["content"]
+    assert set(unauthorized["application/json"]["example"]) <= {
+        "success",
+        "error",
+        "errorCode",
+        "error_info",
+    }
