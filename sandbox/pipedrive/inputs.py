@@ -7,6 +7,7 @@ Every function raises ``InputError`` (answered 400) for a malformed body and
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -132,22 +133,16 @@ def _entries(value: Any, name: str) -> list[Email]:
     return entries
 
 
-def _org_ref(value: Any, data: Dataset) -> int | None:
+def _reference(
+    value: Any, name: str, kind: str, find: Callable[[int], object | None]
+) -> int | None:
+    """An optional id (``org_id``, ``person_id``) of a ``kind`` of record that must exist."""
     if value is None:
         return None
-    org_id = _int(value, "org_id")
-    if data.organization(org_id) is None:
-        raise NotFound(f"organization {org_id} not found")
-    return org_id
-
-
-def _person_ref(value: Any, data: Dataset) -> int | None:
-    if value is None:
-        return None
-    person_id = _int(value, "person_id")
-    if data.person(person_id) is None:
-        raise NotFound(f"person {person_id} not found")
-    return person_id
+    record_id = _int(value, name)
+    if find(record_id) is None:
+        raise NotFound(f"{kind} {record_id} not found")
+    return record_id
 
 
 def _custom(value: Any) -> dict[str, str | None]:
@@ -171,7 +166,7 @@ def apply_person(person: Person, body: dict[str, Any], data: Dataset) -> None:
     if "phones" in body:
         person.phones = _entries(body["phones"], "phones")
     if "org_id" in body:
-        person.org_id = _org_ref(body["org_id"], data)
+        person.org_id = _reference(body["org_id"], "org_id", "organization", data.organization)
     if "owner_id" in body:
         person.owner_id = _owner(body["owner_id"])
     if "label_ids" in body:
@@ -223,9 +218,9 @@ def apply_deal(deal: Deal, body: dict[str, Any], data: Dataset, now: datetime) -
         if key in body:
             setattr(deal, key, _int(body[key], key))
     if "person_id" in body:
-        deal.person_id = _person_ref(body["person_id"], data)
+        deal.person_id = _reference(body["person_id"], "person_id", "person", data.person)
     if "org_id" in body:
-        deal.org_id = _org_ref(body["org_id"], data)
+        deal.org_id = _reference(body["org_id"], "org_id", "organization", data.organization)
     if "owner_id" in body:
         deal.owner_id = _owner(body["owner_id"])
     if "label_ids" in body:

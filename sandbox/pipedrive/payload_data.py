@@ -22,6 +22,17 @@ from sandbox.pipedrive.model import (
 CC_EMAIL = "sandbox@pipedrivemail.com"
 
 
+# Counters of a v1 person or deal the sandbox keeps no data for: always 0.
+ACTIVITY_COUNTS = (
+    "email_messages_count",
+    "activities_count",
+    "done_activities_count",
+    "undone_activities_count",
+    "files_count",
+    "notes_count",
+)
+
+
 def _number(value: float) -> int | float:
     return int(value) if float(value).is_integer() else value
 
@@ -150,12 +161,7 @@ def person_webhook_v1(person: Person, data: Dataset) -> dict[str, Any]:
         "related_closed_deals_count",
         "participant_open_deals_count",
         "participant_closed_deals_count",
-        "email_messages_count",
-        "activities_count",
-        "done_activities_count",
-        "undone_activities_count",
-        "files_count",
-        "notes_count",
+        *ACTIVITY_COUNTS,
     ]:
         body[key] = 0
     for key in [
@@ -236,14 +242,7 @@ def deal_webhook_v1(deal: Deal, data: Dataset) -> dict[str, Any]:
         "participants_count": 1 if person else 0,
         "products_count": 0,
     }
-    for key in [
-        "email_messages_count",
-        "activities_count",
-        "done_activities_count",
-        "undone_activities_count",
-        "files_count",
-        "notes_count",
-    ]:
+    for key in ACTIVITY_COUNTS:
         body[key] = 0
     for key in [
         "channel",

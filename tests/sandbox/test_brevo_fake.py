@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -11,11 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from openapi_schema_validator import OAS30Validator
 
 from sandbox.brevo import BrevoFake, BrevoFakeConfig, create_app
 from sandbox.brevo.model import Process
+from sandbox.contract import load_spec
 from sandbox.recording import Exchange
 from sandbox.server import ThreadedServer
 
@@ -110,18 +109,9 @@ def fake(served: Fake) -> Fake:
     return served
 
 
-@functools.cache
 def spec_schemas() -> dict[str, Any]:
-    class Loader(yaml.CSafeLoader):
-        pass
-
-    # The spec holds example dates a YAML 1.1 loader would turn into (invalid) dates.
-    Loader.yaml_implicit_resolvers = {
-        key: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-        for key, resolvers in yaml.CSafeLoader.yaml_implicit_resolvers.items()
-    }
-    with SPEC.open() as handle:
-        schemas: dict[str, Any] = yaml.load(handle, Loader=Loader)["components"]["schemas"]
+    """Brevo's schemas, from the spec as the contract tests load it (ERRATA overlay applied)."""
+    schemas: dict[str, Any] = load_spec("brevo")["components"]["schemas"]
     return schemas
 
 
