@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from service.api_usage import DatabaseUsage, calls_since, rate_figures
 from service.clients.usage import CallKey, MemoryUsage, Pacer, RateFigures
+from tests.fakes import RunningFake
 
 
 def test_calls_are_counted_per_operation_status_and_hour(clean_db: Path) -> None:
@@ -79,3 +83,44 @@ def test_processes_sharing_the_database_never_share_a_slot(tmp_path: Path) -> No
     slots.sort()
     assert len(slots) == 120
     assert all(b - a >= 0.01 - 1e-9 for a, b in zip(slots, slots[1:], strict=False))
+
+
+WORKER = """
+import sys
+from pathlib import Path
+from service.config import Settings
+from service.db import bind_database
+from service.clients.factory import brevo_client
+bind_database(Path(sys.argv[1]))
+settings = Settings(brevo_base_url=sys.argv[2], brevo_api_key="key")
+client = brevo_client(settings)
+for _ in range(int(sys.argv[3])):
+    client.list_folders()
+"""
+
+
+@pytest.mark.integration
+def test_two_processes_together_stay_under_brevos_rate_and_the_web_sees_their_calls(
+    clean_db: Path, brevo_fake: RunningFake
+) -> None:
+    brevo_fake.control("PUT", "/_sandbox/settings", json={"contacts_rate": 10})
+    calls_each = 12
+    started = time.monotonic()
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(clean_db), brevo_fake.url + "/v3", str(calls_each)]
+        )
+        for _ in range(2)
+    ]
+    for child in children:
+        assert child.wait(60) == 0
+    elapsed = time.monotonic() - started
+    # 24 calls at 8 a second, shared: the first goes at once, the rest at 1/8 s intervals.
+    assert elapsed >= (2 * calls_each - 1) / 8 - 0.1
+    fake_calls = brevo_fake.control("GET", "/_sandbox/usage").json()["calls"]
+    assert fake_calls["GET /contacts/folders"] == {"200": 2 * calls_each}
+    # What the workers did is in the database, for the web process to show.
+    counted = {(c.api, c.method, c.path, c.status): c.calls for c in calls_since(time.time() - 60)}
+    assert counted == {("brevo", "GET", "/contacts/folders", 200): 2 * calls_each}
+    figures, _seen = rate_figures()["brevo"]
+    assert figures.limit == 10
