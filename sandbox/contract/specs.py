@@ -268,6 +268,17 @@ CORRECTIONS: tuple[Correction, ...] = (
     ),
     Correction(
         "Brevo v3",
+        "`postContactInfo.contacts.success` / `failure` string items",
+        "brevo",
+        "the string items of success and failure lose `format: email` (extIds are strings too)",
+        _fixed(
+            # After the anyOf correction above: edits apply in the order of CORRECTIONS.
+            Edit(f"{_CONTACT_INFO}/success/anyOf/0/items", "delete", "format", "email"),
+            Edit(f"{_CONTACT_INFO}/failure/anyOf/0/items", "delete", "format", "email"),
+        ),
+    ),
+    Correction(
+        "Brevo v3",
         "204 responses",
         "brevo",
         "every 204 response declaring `content: {}` loses it (no body)",

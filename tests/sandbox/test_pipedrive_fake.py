@@ -20,7 +20,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sandbox.contract import compare_shapes, json_kind, load_example, load_spec
+from sandbox.contract import (
+    ContractLedger,
+    compare_shapes,
+    json_kind,
+    load_example,
+    load_spec,
+)
 from sandbox.pipedrive import PipedriveFakeConfig, PipedriveState, create_app
 from sandbox.pipedrive.api import FILTER_TYPES
 from sandbox.pipedrive.fields import TIER_KEY
@@ -100,18 +106,25 @@ DEFAULTS = PipedriveState(PipedriveFakeConfig()).settings_json()
 
 
 @pytest.fixture(scope="module")
-def running() -> Iterator[Fake]:
-    server = Fake(PipedriveFakeConfig())
+def running(contract_ledger: ContractLedger) -> Iterator[Fake]:
+    server = Fake(PipedriveFakeConfig(), sink=contract_ledger)
     yield server
     server.close()
 
 
 @pytest.fixture
-def fake(running: Fake) -> Fake:
-    """The module's fake, reseeded and with default settings (one server keeps it fast)."""
+def fake(running: Fake, contract_ledger: ContractLedger) -> Iterator[Fake]:
+    """The module's fake, reseeded and with default settings (one server keeps it fast).
+
+    Its answers are validated against the specs like every fake's; the requests here are
+    sometimes wrong on purpose, the answers never may be.
+    """
     running.state.reset(1)
     running.state.apply_settings(DEFAULTS)
-    return running
+    contract_ledger.take_violations()
+    yield running
+    answers = [v for v in contract_ledger.take_violations() if v.where == "response"]
+    assert not answers, "\n".join(map(str, answers))
 
 
 @pytest.fixture(scope="module")
@@ -598,11 +611,18 @@ def test_faults_set_through_control_are_observable(fake: Fake) -> None:
     }
 
 
-def test_drift_renames_one_field_and_mistypes_another(fake: Fake) -> None:
+def test_drift_renames_one_field_and_mistypes_another(
+    fake: Fake, contract_ledger: ContractLedger
+) -> None:
     fake.control.put("/drift", json={"enabled": True})
     row = fake.api.get("/api/v2/persons", params={"limit": 1}).json()["data"][0]
     assert "emails" not in row and isinstance(row["email_addresses"], list)
     assert row["id"] == "1"
+    caught = sorted(v.message for v in contract_ledger.take_violations())
+    assert caught == [
+        "body data[0].email_addresses: undeclared key",
+        "body data[0].id: '1' is not of type 'integer'",
+    ]
     fake.control.put("/drift", json={"enabled": False})
     row = fake.api.get("/api/v2/persons", params={"limit": 1}).json()["data"][0]
     assert row["id"] == 1 and "emails" in row
