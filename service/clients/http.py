@@ -277,7 +277,10 @@ class ApiHttp:
             return ApiAuthError(self.api, operation.name, message, status, code)
         if status == 429:
             figures = self.rate_headers.read(response.headers)
-            if figures.daily_remaining == 0:
+            # The daily budget is spent when what is left cannot pay for this call.
+            if figures.daily_remaining is not None and figures.daily_remaining < max(
+                operation.cost, 1
+            ):
                 return ApiBudgetExhausted(
                     self.api, operation.name, message, _asked_wait(response, self), attempt
                 )

@@ -215,6 +215,8 @@ class PipedriveClient:
         parse = person_from_json if filter_type == "people" else deal_from_json
         params: dict[str, Any] = {"filter_id": filter_id, "limit": page_size}
         if updated_since is not None:
+            # The API takes whole seconds; rows are checked against what was actually sent.
+            updated_since = updated_since.replace(microsecond=0)
             params["updated_since"] = rfc3339(updated_since)
         cursor: str | None = None
         while True:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from service.clients.errors import ApiAuthError, ApiUnavailable
+from service.clients.errors import ApiAuthError, ApiBudgetExhausted, ApiUnavailable
 from service.clients.http import ClientPolicy
 from service.clients.pipedrive import (
     LIST_PERSONS,
@@ -136,6 +136,18 @@ def test_a_429_with_a_reset_header_waits_at_least_the_reset(pipedrive_fake: Runn
     assert elapsed >= limited[0]
     figures = pd.http.usage.figures["pipedrive"]  # type: ignore[attr-defined]
     assert figures.limit == 2
+
+
+def test_a_spent_daily_budget_raises_at_once(pipedrive_fake: RunningFake) -> None:
+    pipedrive_fake.control("PUT", "/_sandbox/settings", json={"daily_token_budget": 25})
+    pd = client(pipedrive_fake)
+    pd.list_filters("people")  # 20 of the 25 tokens
+    with pytest.raises(ApiBudgetExhausted) as caught:
+        pd.list_filters("deals")
+    assert caught.value.status == 429
+    assert calls(pd, "/v1/filters") == 2
+    figures = pd.http.usage.figures["pipedrive"]  # type: ignore[attr-defined]
+    assert figures.daily_limit == 25
 
 
 def test_5xx_then_success(pipedrive_fake: RunningFake) -> None:
