@@ -217,8 +217,12 @@ def started() -> Iterator[Started]:
 # them is validated against the official specifications (see tests/fakes.py).
 
 
+CONTRACT_REPORT = REPO / "build" / "contract-report.md"
+_contract_summary: list[str] = []
+
+
 @pytest.fixture(scope="session")
-def contract_ledger(request: pytest.FixtureRequest) -> Iterator[Any]:
+def contract_ledger() -> Iterator[Any]:
     """Validates every exchange with the fakes; writes the coverage report at the end."""
     from sandbox.contract import ContractLedger
     from service.clients import brevo, pipedrive
@@ -227,7 +231,15 @@ def contract_ledger(request: pytest.FixtureRequest) -> Iterator[Any]:
     yield ledger
     operations = [(op.api, op.method, op.template) for op in pipedrive.OPERATIONS]
     operations += [(op.api, op.method, op.template) for op in brevo.OPERATIONS]
-    ledger.write_report(REPO / "build" / "contract-report.md", operations)
+    ledger.write_report(CONTRACT_REPORT, operations)
+    totals = ledger.report(operations).splitlines()[2]
+    _contract_summary.append(f"{totals} Report: {CONTRACT_REPORT.relative_to(REPO)}")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say what the contract check covered, when the session used the fakes."""
+    for line in _contract_summary:
+        terminalreporter.write_line(f"API contract: {line}")
 
 
 @pytest.fixture(scope="session")
