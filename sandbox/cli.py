@@ -14,7 +14,7 @@ from sandbox.server import ThreadedServer
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``sandbox`` command and its options to ``pbsync``'s parser."""
     parser = commands.add_parser("sandbox", help="run the fake Pipedrive and Brevo APIs")
-    parser.add_argument("api", choices=("pipedrive", "brevo", "both"))
+    parser.add_argument("api", nargs="?", default="both", choices=("pipedrive", "brevo", "both"))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="the port (pipedrive's for both)")
     parser.add_argument("--brevo-port", type=int, default=0, help="brevo's port, with both")
