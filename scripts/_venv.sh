@@ -27,6 +27,10 @@ ensure_venv() {
     local stamp
     stamp=$(cat pyproject.toml | .venv/bin/python -c 'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:16])')
     local marker=".venv/.installed-${extras:-base}-$stamp"
+    # Extras only add packages: any install of this pyproject.toml serves the base one.
+    if [ -z "$extras" ] && compgen -G ".venv/.installed-*-$stamp" >/dev/null; then
+        return 0
+    fi
     if [ ! -f "$marker" ]; then
         echo "installing $spec into .venv" >&2
         .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
