@@ -24,7 +24,7 @@ from sandbox.pipedrive.errors import (
 )
 from sandbox.pipedrive.inputs import NotFound
 from sandbox.pipedrive.limits import TOKEN_COSTS, rate_headers
-from sandbox.pipedrive.listing import BadQuery, page, parse_query, select
+from sandbox.pipedrive.listing import BadQuery, parse_query
 from sandbox.pipedrive.shapes import deal_v2, filter_v1, person_v2, webhook_v1
 from sandbox.pipedrive.state import PipedriveState
 from sandbox.pipedrive.webhooks import MAX_WEBHOOKS, check_webhook, is_banned
@@ -124,7 +124,9 @@ def _lister(kind: str) -> Handler:
                     message = f"Filter {filter_.id} is not a {LIST_TYPES[kind]} filter"
                     return api_error(400, message)
             honour = filter_ is None or not state.config.ignore_updated_since
-            rows, cursor = page(select(state.data, kind, query, filter_, honour), query)
+            rows, cursor = state.listings.page(
+                state.data, state.revision, kind, query, filter_, honour
+            )
             items = [shape(row) for row in rows]  # type: ignore[arg-type]
             if kind == "persons" and state.drift:
                 items = [_drifted(item) for item in items]

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import json
 import re
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -157,23 +159,66 @@ def _key(row: Row, sort_by: str) -> tuple[Any, int]:
     return (v2_time(moment), row.id)
 
 
-def page(rows: list[Row], query: ListQuery) -> tuple[list[Row], str | None]:
-    """One page of ``rows`` in the query's order after its cursor, and the next cursor
-    (None at the end)."""
-    descending = query.direction == "desc"
-    ordered = sorted(rows, key=lambda r: _key(r, query.sort_by), reverse=descending)
-    if query.after is not None:
-        after = query.after
-        ordered = [
-            r
-            for r in ordered
-            if (_key(r, query.sort_by) < after if descending else _key(r, query.sort_by) > after)
-        ]
-    chosen = ordered[: query.limit]
-    if len(ordered) <= query.limit:
+def page(
+    ordered: list[Row], keys: list[tuple[Any, int]], query: ListQuery
+) -> tuple[list[Row], str | None]:
+    """One page of ``ordered`` (rows in ascending order of ``keys``) in the query's
+    direction after its cursor, and the next cursor (None at the end)."""
+    limit = query.limit
+    if query.direction == "asc":
+        start = bisect.bisect_right(keys, query.after) if query.after is not None else 0
+        chosen, more = ordered[start : start + limit], start + limit < len(ordered)
+    else:
+        end = bisect.bisect_left(keys, query.after) if query.after is not None else len(ordered)
+        chosen, more = ordered[max(0, end - limit) : end][::-1], end > limit
+    if not more:
         return chosen, None
     value, last_id = _key(chosen[-1], query.sort_by)
     return chosen, encode_cursor(query.sort_by, query.direction, value, last_id)
+
+
+class Listings:
+    """Query results selected and sorted once per data revision: paging through a large
+    filter evaluates it once, not once per page."""
+
+    def __init__(self, size: int = 32) -> None:
+        self.size = size
+        self._cache: OrderedDict[tuple[Any, ...], tuple[list[Row], list[tuple[Any, int]]]]
+        self._cache = OrderedDict()
+
+    def page(
+        self,
+        data: Dataset,
+        revision: int,
+        kind: str,
+        query: ListQuery,
+        filter_: Filter | None,
+        honour_since: bool,
+    ) -> tuple[list[Row], str | None]:
+        """One page of the query's answer over ``data`` as it is at ``revision``."""
+        key = (
+            revision,
+            kind,
+            query.filter_id,
+            None if query.ids is None else tuple(query.ids),
+            tuple(sorted(query.narrow.items())),
+            None if query.statuses is None else tuple(query.statuses),
+            query.since,
+            query.until,
+            query.sort_by,
+            honour_since,
+        )
+        entry = self._cache.get(key)
+        if entry is None:
+            rows = select(data, kind, query, filter_, honour_since)
+            ordered = sorted(rows, key=lambda r: _key(r, query.sort_by))
+            entry = (ordered, [_key(r, query.sort_by) for r in ordered])
+            self._cache[key] = entry
+            while len(self._cache) > self.size:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
+        return page(*entry, query)
 
 
 def encode_cursor(sort_by: str, direction: str, value: Any, last_id: int) -> str:

@@ -18,6 +18,7 @@ from sandbox.pipedrive.config import PipedriveFakeConfig
 from sandbox.pipedrive.events import V1_ACTIONS, ChangeEvent
 from sandbox.pipedrive.inputs import InputError, NotFound
 from sandbox.pipedrive.limits import WINDOW_SECONDS, TokenBudget
+from sandbox.pipedrive.listing import Listings
 from sandbox.pipedrive.model import Dataset, Deal, Filter, Organization, Person, Stamps, Webhook
 from sandbox.pipedrive.seed import seed_dataset
 from sandbox.pipedrive.shapes import deal_v2, filter_v1, person_v2
@@ -68,6 +69,9 @@ class PipedriveState:
         self.webhooks: dict[int, Webhook] = {}
         self.deliveries: list[dict[str, Any]] = []
         self.drift = False
+        # Moves on every data change; cached listings of an older revision are stale.
+        self.revision = 0
+        self.listings = Listings()
         self.data = Dataset()
         self.stamps = Stamps(datetime.now(UTC))
         self._next_webhook_id = 1
@@ -78,6 +82,7 @@ class PipedriveState:
         with self.lock:
             self.config.seed = self.config.seed if seed is None else seed
             self.data = seed_dataset(self.config.seed, self.config.persons)
+            self.revision += 1
             records: list[Record | Filter] = [
                 *self.data.persons.values(),
                 *self.data.deals.values(),
@@ -198,6 +203,7 @@ class PipedriveState:
                 return record
             changed.update_time = now
             self._store(entity)[record_id] = changed
+            self.revision += 1
             event = self._event("change", record, changed)
         self._publish([event])
         return changed
@@ -207,6 +213,7 @@ class PipedriveState:
             store = self._store(entity)
             record = make(max(store, default=0) + 1, self.stamps.next())
             store[record.id] = record
+            self.revision += 1
             event = self._event("create", None, record)
         self._publish([event])
         return record
@@ -216,6 +223,7 @@ class PipedriveState:
             record = self._live(entity, record_id)
             gone = replace(record, deleted=True, update_time=self.stamps.next())
             self._store(entity)[record_id] = gone
+            self.revision += 1
             event = self._event("delete", record, None, at=gone.update_time)
         self._publish([event])
 
@@ -262,6 +270,7 @@ class PipedriveState:
             survivor.update_time = now
             self.data.persons[into] = survivor
             self.data.persons[person_id] = replace(gone, deleted=True, update_time=now)
+            self.revision += 1
             events = [
                 self._event("delete", gone, None, at=now, merged_to_id=into),
                 self._event("change", keep, survivor, v1_action="merged", merged_from_id=gone.id),
@@ -315,6 +324,7 @@ class PipedriveState:
             filter_id = max(self.data.filters, default=0) + 1
             made = inputs.new_filter(filter_id, checked, self.stamps.next())
             self.data.filters[filter_id] = made
+            self.revision += 1
             return filter_v1(made, conditions=True, field_codes=True)
 
     def update_filter(self, filter_id: int, body: Any) -> dict[str, Any]:
@@ -325,12 +335,14 @@ class PipedriveState:
             inputs.apply_filter(changed, checked)
             changed.update_time = self.stamps.next()
             self.data.filters[filter_id] = changed
+            self.revision += 1
             return filter_v1(changed, conditions=True, field_codes=True)
 
     def delete_filter(self, filter_id: int) -> None:
         """Delete a filter: it leaves the listing and its id answers 404."""
         with self.lock:
             self.filter(filter_id).deleted = True
+            self.revision += 1
 
     # --- webhooks --------------------------------------------------------------------
 
