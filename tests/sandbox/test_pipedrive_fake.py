@@ -201,6 +201,21 @@ def test_paging_descending_by_update_time_sees_each_row_once(fake: Fake) -> None
     assert sorted(row["id"] for row in rows) == fake.state.members(2).ids
 
 
+def test_a_cursor_continues_after_its_row_when_the_data_changed_between_pages(
+    fake: Fake,
+) -> None:
+    first = fake.api.get("/api/v2/persons", params={"filter_id": 1, "limit": 500}).json()
+    last_id = first["data"][-1]["id"]
+    fake.control.delete("/persons/1")  # before the cursor: the next page must not shift
+    fake.control.delete(f"/persons/{last_id + 1}")  # after it: gone from the next page
+    fake.control.patch(f"/persons/{last_id + 2}", json={"first_name": "Fresh"})
+    cursor = first["additional_data"]["next_cursor"]
+    params = {"filter_id": 1, "limit": 500, "cursor": cursor}
+    second = fake.api.get("/api/v2/persons", params=params).json()["data"]
+    assert second[0]["id"] == last_id + 2 and second[0]["first_name"] == "Fresh"
+    assert [row["id"] for row in second] == list(range(last_id + 2, last_id + 502))
+
+
 def test_bad_list_parameters_get_v2_400s(fake: Fake) -> None:
     cursor = base64.urlsafe_b64encode(b'{"field":"add_time"}').decode()
     for params in (
