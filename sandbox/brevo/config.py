@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sandbox.settings import Check, checked_settings, is_integer, is_number
+
 RATE_SETTINGS = ("contacts_rate", "processes_per_hour", "time_scale")
 
 
@@ -31,14 +33,14 @@ class BrevoFakeConfig:
 
 
 def _whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return is_integer(value) and value >= 0
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+    return is_number(value) and value >= 0
 
 
-CHECKS: dict[str, tuple[Any, str]] = {
+CHECKS: dict[str, Check] = {
     "contacts_rate": (_whole, "a non-negative integer"),
     "processes_per_hour": (_whole, "a non-negative integer"),
     "time_scale": (lambda v: _number(v) and v > 0, "a positive number"),
@@ -54,14 +56,7 @@ def apply_settings(config: BrevoFakeConfig, payload: Any) -> set[str]:
     Raises ``ValueError`` (its text is the control API's error) for an unknown field or a
     value of the wrong type.
     """
-    if not isinstance(payload, dict):
-        raise ValueError("the body must be a JSON object")
-    for key, value in payload.items():
-        if key not in CHECKS:
-            raise ValueError(f"unknown setting {key!r}; known: {', '.join(CHECKS)}")
-        check, wanted = CHECKS[key]
-        if not check(value):
-            raise ValueError(f"{key} must be {wanted}")
+    payload = checked_settings(payload, CHECKS)
     for key, value in payload.items():
         setattr(config, key, float(value) if key in ("time_scale", "import_seconds") else value)
     return set(payload)

@@ -22,29 +22,22 @@ from sandbox.pipedrive.listing import Listings
 from sandbox.pipedrive.model import Dataset, Deal, Filter, Organization, Person, Stamps, Webhook
 from sandbox.pipedrive.seed import seed_dataset
 from sandbox.pipedrive.shapes import deal_v2, filter_v1, person_v2
+from sandbox.settings import Check, checked_settings, is_integer, is_number
 from sandbox.windows import RateWindow
 
 Record = Person | Deal | Organization
 Listener = Callable[[list[ChangeEvent]], None]
-SETTINGS: dict[str, tuple[Callable[[Any], bool], str]] = {
+SETTINGS: dict[str, Check] = {
     "ignore_updated_since": (lambda v: isinstance(v, bool), "a boolean"),
-    "daily_token_budget": (lambda v: _integer(v) and v >= 0, "a non-negative integer"),
-    "burst_limit": (lambda v: _integer(v) and v >= 0, "a non-negative integer"),
-    "retry_scale": (lambda v: _number(v) and v >= 0, "a non-negative number"),
-    "delivery_timeout": (lambda v: _number(v) and v > 0, "a positive number"),
+    "daily_token_budget": (lambda v: is_integer(v) and v >= 0, "a non-negative integer"),
+    "burst_limit": (lambda v: is_integer(v) and v >= 0, "a non-negative integer"),
+    "retry_scale": (lambda v: is_number(v) and v >= 0, "a non-negative number"),
+    "delivery_timeout": (lambda v: is_number(v) and v > 0, "a positive number"),
     "token": (
         lambda v: v is None or (isinstance(v, str) and bool(v)),
         "a non-empty string or null",
     ),
 }
-
-
-def _integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def organization_json(org: Organization) -> dict[str, Any]:
@@ -114,14 +107,10 @@ class PipedriveState:
 
     def apply_settings(self, body: Any) -> dict[str, Any]:
         """Change some settings; raise ``InputError`` when one is unknown or ill-typed."""
-        if not isinstance(body, dict):
-            raise InputError("the body must be a JSON object")
-        for key, value in body.items():
-            if key not in SETTINGS:
-                raise InputError(f"unknown setting {key}; known: {', '.join(SETTINGS)}")
-            check, wanted = SETTINGS[key]
-            if not check(value):
-                raise InputError(f"{key} must be {wanted}")
+        try:
+            body = checked_settings(body, SETTINGS)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
         with self.lock:
             for key, value in body.items():
                 setattr(self.config, key, value)
