@@ -190,3 +190,8 @@ class Dataset:
         """The live organization with this id, if any."""
         org = self.organizations.get(org_id) if org_id is not None else None
         return org if org is not None and not org.deleted else None
+
+
+def json_number(value: float) -> int | float:
+    """An amount as Pipedrive writes it: whole numbers without ``.0``."""
+    return int(value) if float(value).is_integer() else value

@@ -15,6 +15,7 @@ from sandbox.pipedrive.model import (
     Email,
     Organization,
     Person,
+    json_number,
     v1_time,
     v2_time,
 )
@@ -31,10 +32,6 @@ ACTIVITY_COUNTS = (
     "files_count",
     "notes_count",
 )
-
-
-def _number(value: float) -> int | float:
-    return int(value) if float(value).is_integer() else value
 
 
 def _v1_entries(entries: list[Email]) -> list[dict[str, Any]]:
@@ -95,7 +92,7 @@ def deal_webhook_v2(deal: Deal) -> dict[str, Any]:
         "status": deal.status,
         "title": deal.title,
         "update_time": v2_time(deal.update_time),
-        "value": _number(deal.value),
+        "value": json_number(deal.value),
         "visible_to": "3",
         "won_time": v2_time(deal.won_time) if deal.won_time else None,
     }
@@ -199,7 +196,7 @@ def deal_webhook_v1(deal: Deal, data: Dataset) -> dict[str, Any]:
     person = data.persons.get(deal.person_id) if deal.person_id else None
     org = data.organizations.get(deal.org_id) if deal.org_id else None
     symbol = "€" if deal.currency == "EUR" else "$"
-    value = _number(deal.value)
+    value = json_number(deal.value)
     closed = deal.won_time or deal.lost_time
     body: dict[str, Any] = {
         "id": deal.id,

@@ -19,15 +19,12 @@ from sandbox.pipedrive.model import (
     Person,
     Webhook,
     iso_millis,
+    json_number,
     v1_time,
     v2_time,
 )
 
 VISIBLE_TO = 3
-
-
-def _number(value: float) -> int | float:
-    return int(value) if float(value).is_integer() else value
 
 
 def person_v2(person: Person) -> dict[str, Any]:
@@ -61,7 +58,7 @@ def deal_v2(deal: Deal) -> dict[str, Any]:
         "org_id": deal.org_id,
         "pipeline_id": deal.pipeline_id,
         "stage_id": deal.stage_id,
-        "value": _number(deal.value),
+        "value": json_number(deal.value),
         "currency": deal.currency,
         "add_time": v2_time(deal.add_time),
         "update_time": v2_time(deal.update_time),
