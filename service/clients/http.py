@@ -233,8 +233,8 @@ class ApiHttp:
             )
             if not retryable or attempt == attempts:
                 raise error
-            if response.status_code == 429:
-                wait = max(self.policy.backoff(attempt, self._draw), _asked_wait(response, self))
+            if isinstance(error, ApiRateLimited):
+                wait = max(self.policy.backoff(attempt, self._draw), error.retry_after)
                 if wait > self.policy.max_wait:
                     raise ApiRateLimited(
                         self.api, operation.name, error.api_message, wait, attempt
