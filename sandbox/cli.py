@@ -8,6 +8,8 @@ import signal
 import sys
 import threading
 
+from starlette.applications import Starlette
+
 from sandbox.server import ThreadedServer
 
 
@@ -32,7 +34,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(handler=run)
 
 
-def _pipedrive(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _pipedrive(args: argparse.Namespace) -> Starlette:
     from sandbox.pipedrive import PipedriveFakeConfig, create_app
 
     return create_app(
@@ -40,7 +42,7 @@ def _pipedrive(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     )
 
 
-def _brevo(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _brevo(args: argparse.Namespace) -> Starlette:
     from sandbox.brevo import BrevoFakeConfig, create_app
 
     token = args.brevo_token if args.api == "both" else args.token
