@@ -1,4 +1,4 @@
--- pipedrive-brevo-sync: the current database schema (version 3).
+-- pipedrive-brevo-sync: the current database schema (version 4).
 -- The single source of truth for a new database. service/migrations/ holds the numbered
 -- steps that bring an older database here; tests prove both paths give the same schema.
 -- Times are INTEGER unix seconds. unixepoch() needs SQLite 3.38 or later.
@@ -19,7 +19,9 @@ CREATE TABLE filters (
     name TEXT NOT NULL,
     brevo_list_id INTEGER,               -- NULL until the first sync creates the list
     deleted_at INTEGER,                  -- NULL while the filter exists upstream
-    type TEXT CHECK (type IN ('people', 'deals'))  -- which Pipedrive filter type this is (NULL until the next refresh)
+    type TEXT CHECK (type IN ('people', 'deals')),  -- which Pipedrive filter type this is (NULL until the next refresh)
+    update_time TEXT,                    -- Pipedrive's update_time of the filter at the last refresh; a change means it may have been edited
+    conditions_hash TEXT                 -- SHA-256 of the filter's conditions when last seen; a change schedules a full resync
 );
 
 CREATE TABLE sync_jobs (
@@ -41,7 +43,8 @@ CREATE TABLE sync_jobs (
     total_skipped INTEGER DEFAULT 0,     -- members without a valid email, or whose email Brevo rejected
     claimed_at INTEGER,                  -- when a worker claimed the job; NULL while it waits in the queue
     claim_token TEXT,                    -- random token of the claiming worker; every later write checks it so a dead worker cannot overwrite
-    heartbeat_at INTEGER                 -- last heartbeat of the claiming worker; a stale one frees the filter
+    heartbeat_at INTEGER,                -- last heartbeat of the claiming worker; a stale one frees the filter
+    note TEXT                            -- what the job noticed that the admin should know, such as a Brevo list it had to recreate
 );
 
 CREATE INDEX idx_session_user_id ON "session"(user_id);
@@ -101,3 +104,43 @@ CREATE TABLE api_pacing (
     bucket TEXT PRIMARY KEY,
     next_at REAL NOT NULL
 );
+
+-- The membership ledger: which Pipedrive entity put which email in which filter's Brevo list, as Brevo confirmed it.
+CREATE TABLE memberships (
+    id INTEGER PRIMARY KEY,
+    filter_id INTEGER NOT NULL REFERENCES filters(id) ON DELETE CASCADE,
+    entity_id INTEGER NOT NULL,          -- the person (people filter) or the deal (deal filter)
+    person_id INTEGER,                   -- the person whose email it is (a deal's person)
+    email TEXT,                          -- normalised email, NULL when the member has no valid email
+    first_name TEXT,                     -- the person's name, so a known deal's person needs no look-up
+    last_name TEXT,
+    attrs_hash TEXT,                     -- hash of the email and attributes last confirmed (or rejected)
+    state TEXT NOT NULL CHECK (state IN ('listed', 'rejected', 'skipped')),
+    created_contact INTEGER NOT NULL DEFAULT 0 CHECK (created_contact IN (0, 1)),
+    updated_at INTEGER NOT NULL
+);
+-- One ledger row per filter and member entity.
+CREATE UNIQUE INDEX idx_memberships_filter_entity ON memberships(filter_id, entity_id);
+-- Removal and email changes ask who else maps to an email, in any filter.
+CREATE INDEX idx_memberships_email ON memberships(email);
+-- Deal filters find what the ledger knows of a person.
+CREATE INDEX idx_memberships_filter_person ON memberships(filter_id, person_id);
+
+-- The members a running job read from Pipedrive, staged so the diff stays out of memory; deleted when the job ends.
+CREATE TABLE sync_members (
+    id INTEGER PRIMARY KEY,
+    job_id INTEGER NOT NULL REFERENCES sync_jobs(id) ON DELETE CASCADE,
+    entity_id INTEGER NOT NULL,
+    person_id INTEGER,
+    email TEXT,
+    first_name TEXT,
+    last_name TEXT,
+    attrs_hash TEXT,
+    action TEXT NOT NULL DEFAULT 'keep'   -- what the plan does for this member
+        CHECK (action IN ('keep', 'add', 'update', 'change', 'skip')),
+    done INTEGER NOT NULL DEFAULT 0 CHECK (done IN (0, 1))  -- 1 once Brevo confirmed this member's write
+);
+-- One staged row per job and member entity.
+CREATE UNIQUE INDEX idx_sync_members_job_entity ON sync_members(job_id, entity_id);
+-- The plan groups a job's members by email.
+CREATE INDEX idx_sync_members_job_email ON sync_members(job_id, email);

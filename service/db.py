@@ -58,7 +58,10 @@ class Filter(db.Entity):  # type: ignore[name-defined,misc]
     brevo_list_id = Optional(int, size=64)
     deleted_at = Optional(int, size=64)
     type = Optional(str, nullable=True)
+    update_time = Optional(str, nullable=True)
+    conditions_hash = Optional(str, nullable=True)
     jobs = Set("SyncJob")
+    memberships = Set("Membership")
 
 
 class SyncJob(db.Entity):  # type: ignore[name-defined,misc]
@@ -82,6 +85,8 @@ class SyncJob(db.Entity):  # type: ignore[name-defined,misc]
     claimed_at = Optional(int, size=64)
     claim_token = Optional(str, nullable=True)
     heartbeat_at = Optional(int, size=64)
+    note = Optional(str, nullable=True)
+    staged = Set("SyncMember")
 
 
 class LoginFailure(db.Entity):  # type: ignore[name-defined,misc]
@@ -136,6 +141,41 @@ class ApiPacing(db.Entity):  # type: ignore[name-defined,misc]
     _table_ = "api_pacing"
     bucket = PrimaryKey(str)
     next_at = Required(float)
+
+
+class Membership(db.Entity):  # type: ignore[name-defined,misc]
+    """The ledger: one member entity of a filter and the email Brevo confirmed for it."""
+
+    _table_ = "memberships"
+    id = PrimaryKey(int, auto=True, size=64)
+    filter = Required(Filter, column="filter_id")
+    entity_id = Required(int, size=64)
+    person_id = Optional(int, size=64)
+    email = Optional(str, nullable=True)
+    first_name = Optional(str, nullable=True)
+    last_name = Optional(str, nullable=True)
+    attrs_hash = Optional(str, nullable=True)
+    state = Required(str)
+    created_contact = Required(int, default=0)
+    updated_at = Required(int, size=64)
+    composite_key(filter, entity_id)
+
+
+class SyncMember(db.Entity):  # type: ignore[name-defined,misc]
+    """One member a running job read from Pipedrive, and what the plan does with it."""
+
+    _table_ = "sync_members"
+    id = PrimaryKey(int, auto=True, size=64)
+    job = Required(SyncJob, column="job_id")
+    entity_id = Required(int, size=64)
+    person_id = Optional(int, size=64)
+    email = Optional(str, nullable=True)
+    first_name = Optional(str, nullable=True)
+    last_name = Optional(str, nullable=True)
+    attrs_hash = Optional(str, nullable=True)
+    action = Required(str, default="keep")
+    done = Required(int, default=0)
+    composite_key(job, entity_id)
 
 
 @db.on_connect(provider="sqlite")  # type: ignore[untyped-decorator]

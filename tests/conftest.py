@@ -41,6 +41,8 @@ freezegun.configure(
 ADMIN_PASSWORD = "correct-horse-battery"
 REPO = Path(__file__).resolve().parent.parent
 TABLES = (
+    "sync_members",
+    "memberships",
     "sync_jobs",
     "filters",
     "session",

@@ -10,6 +10,7 @@ from huey.signals import SIGNAL_INTERRUPTED
 
 from service import sessions
 from service.clock import ManualClock
+from service.config import Settings
 from service.passwords import AdminPassword
 from tests.conftest import ADMIN_PASSWORD
 from workers.queue import QueueConfigError, build_huey
@@ -20,7 +21,7 @@ def test_sqlite_url_builds_sqlite_huey_on_its_own_file(tmp_path: Path) -> None:
     """A separate file from the app database, created with its folder; results off."""
     huey = build_huey(f"sqlite:///{tmp_path / 'q' / 'queue.db'}")
     assert isinstance(huey, SqliteHuey) and huey.results is False
-    register_tasks(huey).remove_expired_sessions()
+    register_tasks(huey, Settings()).remove_expired_sessions()
     assert huey.pending_count() == 1
     assert (tmp_path / "q" / "queue.db").exists()
 
@@ -40,7 +41,7 @@ def test_other_urls_are_refused() -> None:
 def test_a_task_interrupted_by_shutdown_is_requeued(tmp_path: Path) -> None:
     """huey loses a message it deleted; the interrupted signal puts it back."""
     huey = build_huey(f"sqlite:///{tmp_path / 'queue.db'}")
-    tasks = register_tasks(huey)
+    tasks = register_tasks(huey, Settings())
     tasks.remove_expired_sessions()
     task = huey.dequeue()
     assert huey.pending_count() == 0
@@ -56,7 +57,7 @@ def test_remove_expired_sessions_task(clean_db: Path, tmp_path: Path) -> None:
     clock.advance(31 * 24 * 3600)
     new = sessions.create_session(password, clock.now())
     huey = build_huey(f"sqlite:///{tmp_path / 'queue.db'}")
-    register_tasks(huey, clock).remove_expired_sessions()
+    register_tasks(huey, Settings(), clock).remove_expired_sessions()
     huey.execute(huey.dequeue())
     assert sessions.validate_session(old.token, clock.now()) is None
     assert sessions.validate_session(new.token, clock.now()) is not None

@@ -10,6 +10,7 @@ from huey import Huey
 
 from service import sessions
 from service.clock import Clock, SystemClock
+from service.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -19,10 +20,14 @@ class Tasks:
     """The task wrappers registered on one huey instance; calling one enqueues it."""
 
     remove_expired_sessions: Any
+    run_sync_job: Any
 
 
-def register_tasks(huey: Huey, clock: Clock | None = None) -> Tasks:
-    """Register every task on ``huey`` under a stable name and return their wrappers."""
+def register_tasks(huey: Huey, settings: Settings, clock: Clock | None = None) -> Tasks:
+    """Register every task on ``huey`` under a stable name and return their wrappers.
+
+    The web process registers them too, only to enqueue: the bodies run in the worker.
+    """
     clock = clock or SystemClock()
 
     @huey.task(name="remove_expired_sessions")  # type: ignore[untyped-decorator]
@@ -30,4 +35,11 @@ def register_tasks(huey: Huey, clock: Clock | None = None) -> Tasks:
         removed = sessions.delete_expired_sessions(clock.now())
         log.info("expired sessions removed", extra={"removed": removed})
 
-    return Tasks(remove_expired_sessions=remove_expired_sessions)
+    @huey.task(name="run_sync_job")  # type: ignore[untyped-decorator]
+    def run_sync_job(job_id: int) -> None:
+        # Imported here so the web process, which only enqueues, does not load the engine.
+        from workers.sync.runner import run_job
+
+        run_job(job_id, settings, clock)
+
+    return Tasks(remove_expired_sessions=remove_expired_sessions, run_sync_job=run_sync_job)

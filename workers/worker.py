@@ -30,7 +30,7 @@ def run_worker(settings: Settings, shutdown: ShutdownRequests, clock: Clock | No
     clock = clock or SystemClock()
     bind_database(settings.database_path)
     huey = build_huey(settings.queue_url)
-    tasks = register_tasks(huey, clock)
+    tasks = register_tasks(huey, settings, clock)
     holder = f"{socket.gethostname()}:{os.getpid()}"
     loop = PeriodicLoop(worker_duties(settings, tasks.remove_expired_sessions), clock, holder)
     loop.start()
