@@ -21,6 +21,7 @@ class Tasks:
 
     remove_expired_sessions: Any
     run_sync_job: Any
+    refresh_filters: Any
 
 
 def register_tasks(huey: Huey, settings: Settings, clock: Clock | None = None) -> Tasks:
@@ -42,4 +43,20 @@ def register_tasks(huey: Huey, settings: Settings, clock: Clock | None = None) -
 
         run_job(job_id, settings, clock)
 
-    return Tasks(remove_expired_sessions=remove_expired_sessions, run_sync_job=run_sync_job)
+    @huey.task(name="refresh_filters")  # type: ignore[untyped-decorator]
+    def refresh_filters() -> None:
+        from service.clients.factory import brevo_client, pipedrive_client
+        from service.filter_refresh import refresh_filters as refresh
+
+        brevo = brevo_client(settings) if settings.brevo_api_key else None
+        result = refresh(pipedrive_client(settings), brevo, clock.now(), run_sync_job)
+        log.info(
+            "filters refreshed",
+            extra={"created": result.created, "updated": result.updated, "deleted": result.deleted},
+        )
+
+    return Tasks(
+        remove_expired_sessions=remove_expired_sessions,
+        run_sync_job=run_sync_job,
+        refresh_filters=refresh_filters,
+    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable
 
 from service.clock import Clock, SystemClock
 from service.config import Settings
@@ -13,15 +12,37 @@ from service.db import bind_database
 from service.shutdown import ShutdownRequests
 from workers.periodic import Duty, PeriodicLoop
 from workers.queue import build_huey, run_consumer
-from workers.tasks import register_tasks
+from workers.sync.schedule import schedule_full_resyncs
+from workers.sync.sweeper import sweep
+from workers.tasks import Tasks, register_tasks
 
 log = logging.getLogger(__name__)
 
 
-def worker_duties(settings: Settings, enqueue_session_cleanup: Callable[[], None]) -> list[Duty]:
+def sweep_every(stale_seconds: int) -> int:
+    """How often the sweeper looks for dead workers' jobs: a few times per stale window."""
+    return max(1, min(5, stale_seconds // 3))
+
+
+def worker_duties(settings: Settings, tasks: Tasks, clock: Clock) -> list[Duty]:
     """The periodic duties of the worker loop."""
+
+    def sweep_jobs() -> None:
+        sweep(clock.now(), settings.job_stale_seconds, tasks.run_sync_job)
+
+    def resync_linked_filters() -> None:
+        scheduled = schedule_full_resyncs(clock.now(), tasks.run_sync_job)
+        log.info("scheduled full resyncs", extra={"jobs": scheduled})
+
     return [
-        Duty("remove_expired_sessions", settings.session_cleanup_seconds, enqueue_session_cleanup),
+        Duty(
+            "remove_expired_sessions",
+            settings.session_cleanup_seconds,
+            tasks.remove_expired_sessions,
+        ),
+        Duty("sweep_jobs", sweep_every(settings.job_stale_seconds), sweep_jobs),
+        Duty("refresh_filters", settings.filter_refresh_seconds, tasks.refresh_filters),
+        Duty("full_resync", settings.full_resync_seconds, resync_linked_filters),
     ]
 
 
@@ -32,7 +53,7 @@ def run_worker(settings: Settings, shutdown: ShutdownRequests, clock: Clock | No
     huey = build_huey(settings.queue_url)
     tasks = register_tasks(huey, settings, clock)
     holder = f"{socket.gethostname()}:{os.getpid()}"
-    loop = PeriodicLoop(worker_duties(settings, tasks.remove_expired_sessions), clock, holder)
+    loop = PeriodicLoop(worker_duties(settings, tasks, clock), clock, holder)
     loop.start()
     log.info("worker ready", extra={"holder": holder})
     try:

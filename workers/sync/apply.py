@@ -1,0 +1,200 @@
+"""Sending a plan to Brevo in confirmed batches: email renames, removals, then contacts.
+
+Each batch is recorded in the ledger (with the job's counters) only once Brevo confirmed
+it, so a job that dies leaves the ledger true and the next run sends only what was left.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from service.clients.brevo import BrevoClient, BrevoContact, is_duplicate_identifier
+from service.clients.errors import ApiNotFound, ApiRequestError, ApiUnavailable
+from workers.sync import ledger
+from workers.sync.claims import ClaimedJob
+from workers.sync.contacts import Member, contact_row_json
+from workers.sync.ledger import PendingContact
+
+log = logging.getLogger(__name__)
+
+# Brevo's advice for jsonBody ("a safe limit of around 8 MB"; the hard limit is 10 MB).
+IMPORT_MAX_BYTES = 8_000_000
+# Up to this many contacts are sent one call each: no import, so no poll of /processes,
+# which allows only 100 calls an hour for the whole account.
+ONE_BY_ONE_MAX = 20
+REMOVE_BATCH = 150
+PENDING_PAGE = 1000
+
+
+def _attributes(contact: PendingContact) -> dict[str, object]:
+    return Member(0, None, contact.email, contact.first_name, contact.last_name).attributes()
+
+
+def _created_since(contact: BrevoContact, moment: float) -> bool:
+    if not contact.created_at:
+        return False
+    try:
+        created = datetime.fromisoformat(contact.created_at.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return created.timestamp() >= moment
+
+
+class Applier:
+    """Applies one job's plan to its Brevo list."""
+
+    def __init__(
+        self,
+        brevo: BrevoClient,
+        job: ClaimedJob,
+        list_id: int,
+        now: Callable[[], int],
+        check: Callable[[], None],
+    ) -> None:
+        self.brevo = brevo
+        self.job = job
+        self.list_id = list_id
+        self.now = now
+        self.check = check
+
+    def rename_changed_emails(self) -> None:
+        """Rename contacts in place when a member's email changed and the contact is ours
+        alone and not blocklisted; the others are replaced (new address sent, old removed)."""
+        for change in ledger.email_changes(self.job.id, self.job.filter_id):
+            if not change.created_contact or change.shared:
+                continue
+            self.check()
+            contact = self.brevo.get_contact(change.old_email)
+            if contact is None or contact.email_blacklisted:
+                continue
+            attributes = Member(
+                0, None, change.new_email, change.first_name, change.last_name
+            ).attributes()
+            try:
+                self.brevo.update_contact(change.old_email, attributes, change.new_email)
+            except ApiRequestError as exc:
+                if isinstance(exc, ApiNotFound) or is_duplicate_identifier(exc):
+                    continue  # the new address is taken, or the old one is gone: replace
+                raise
+            ledger.confirm_renamed(self.job.id, self.job.token, change, self.now())
+
+    def remove_departed(self) -> None:
+        """Take out, 150 at a time, the listed emails no member maps to any more."""
+        after = ""
+        while True:
+            self.check()
+            batch = ledger.removal_batch(self.job.id, self.job.filter_id, after, REMOVE_BATCH)
+            if not batch:
+                return
+            result = self.brevo.remove_from_list(self.list_id, batch)
+            succeeded = {e.strip().lower() for e in result.succeeded}
+            removed = [e for e in batch if e in succeeded]
+            absent = [e for e in batch if e not in succeeded]
+            ledger.confirm_removed(self.job.id, self.job.token, self.job.filter_id, removed, absent)
+            after = batch[-1]
+
+    def send_contacts(self) -> None:
+        """Send new and changed contacts: one by one when few, else by imports."""
+        first = ledger.pending_contacts(self.job.id, 0, ONE_BY_ONE_MAX + 1)
+        if not first:
+            return
+        if len(first) <= ONE_BY_ONE_MAX:
+            self._send_one_by_one(first)
+        else:
+            self._import_all()
+
+    def _send_one_by_one(self, pending: list[PendingContact]) -> None:
+        members_only = [p.email for p in pending if p.member_only]
+        rest = [p for p in pending if not p.member_only]
+        if members_only:
+            # These contacts already hold the right attributes: the list is all they need.
+            result = self.brevo.add_to_list(self.list_id, members_only)
+            added = {e.strip().lower() for e in result.succeeded}
+            ledger.confirm_sent(
+                self.job.id, self.job.token, self.job.filter_id, sorted(added), [], self.now()
+            )
+            rest += [p for p in pending if p.member_only and p.email not in added]
+        for contact in rest:
+            self.check()
+            try:
+                created = self.brevo.upsert_contact(
+                    contact.email, _attributes(contact), [self.list_id]
+                )
+            except ApiRequestError as exc:
+                if isinstance(exc, ApiNotFound):
+                    raise
+                log.warning("brevo rejected a contact", extra={"reason": exc.api_message})
+                ledger.reject_sent(
+                    self.job.id, self.job.token, self.job.filter_id, [contact.email], self.now()
+                )
+                continue
+            ledger.confirm_sent(
+                self.job.id,
+                self.job.token,
+                self.job.filter_id,
+                [contact.email],
+                [contact.email] if created is not None else [],
+                self.now(),
+            )
+
+    def _import_all(self) -> None:
+        after = 0
+        while True:
+            self.check()
+            body, first_ids, after = self._next_import_body(after)
+            if first_ids is None:
+                return
+            self._import(body, first_ids)
+
+    def _next_import_body(self, after: int) -> tuple[bytearray, tuple[int, int] | None, int]:
+        """The next import's rows, encoded, up to ``IMPORT_MAX_BYTES``; and their id range."""
+        body = bytearray(b"[")
+        low: int | None = None
+        high = after
+        while True:
+            page = ledger.pending_contacts(self.job.id, high, PENDING_PAGE)
+            if not page:
+                break
+            for contact in page:
+                row = contact_row_json(contact.email, contact.first_name, contact.last_name)
+                if low is not None and len(body) + len(row) + 1 > IMPORT_MAX_BYTES:
+                    body[-1:] = b"]"
+                    return body, (low, high), high
+                body += row
+                body += b","
+                low = contact.row_id if low is None else low
+                high = contact.row_id
+        if low is None:
+            return bytearray(), None, high
+        body[-1:] = b"]"
+        return body, (low, high), high
+
+    def _import(self, body: bytearray, first_ids: tuple[int, int]) -> None:
+        """One import: start, wait, confirm by reading the list back, reject the rest."""
+        started = self.brevo.start_import_json(self.list_id, body)
+        del body
+        status = self.brevo.wait_for_process(started.process_id)
+        if status != "completed":
+            raise ApiUnavailable(
+                "brevo", "POST /contacts/import", f"import process {started.process_id} {status}"
+            )
+        for page in self.brevo.iter_list_contacts(self.list_id, modified_since=started.started_at):
+            self.check()
+            emails = [c.email for c in page]
+            created = [c.email for c in page if _created_since(c, started.started_at)]
+            ledger.confirm_sent(
+                self.job.id,
+                self.job.token,
+                self.job.filter_id,
+                emails,
+                created,
+                self.now(),
+                first_ids,
+            )
+        rejected = ledger.reject_sent(
+            self.job.id, self.job.token, self.job.filter_id, [], self.now(), first_ids
+        )
+        if rejected:
+            log.warning("brevo import rejected rows", extra={"rejected": rejected})

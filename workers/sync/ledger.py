@@ -1,0 +1,292 @@
+"""Writes to the membership ledger, each with the job's counters in one transaction that
+first checks the claim token, so a job declared dead can no longer change anything.
+
+The ledger records only what Brevo confirmed: a member's email is ``listed`` once Brevo
+showed it in the list, ``rejected`` when Brevo refused it (remembered with the attributes
+hash, so it is not sent again until the person changes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from service.db import db, db_session
+from workers.sync.claims import Totals, add_totals, check_claim
+from workers.sync.sql import in_list
+
+PENDING = "action IN ('add', 'update', 'change') AND done = 0"
+# The first staged row of an email is the one sent; the others ride along with it.
+FIRST_OF_EMAIL = (
+    "NOT EXISTS (SELECT 1 FROM sync_members s2 WHERE s2.job_id = sync_members.job_id "
+    "AND s2.email = sync_members.email AND s2.id < sync_members.id "
+    "AND s2.action IN ('add', 'update', 'change'))"
+)
+
+
+@dataclass(frozen=True)
+class PendingContact:
+    """A contact to send: the first staged row of its email."""
+
+    row_id: int
+    email: str
+    first_name: str | None
+    last_name: str | None
+    member_only: bool
+
+
+@db_session
+def pending_contacts(job_id: int, after_id: int, limit: int) -> list[PendingContact]:
+    """The next pending contacts to send, by staged row id, one per email.
+
+    ``member_only`` is True when another filter's ledger already confirmed this email
+    with the same attributes: the contact exists as it should and only needs the list.
+    """
+    rows = db.select(
+        "id, email, first_name, last_name, EXISTS (SELECT 1 FROM memberships m "
+        " WHERE m.email = sync_members.email AND m.attrs_hash = sync_members.attrs_hash "
+        " AND m.state = 'listed') "
+        f"FROM sync_members WHERE job_id = $job_id AND id > $after_id AND {PENDING} "
+        f"AND {FIRST_OF_EMAIL} ORDER BY id LIMIT $limit"
+    )
+    return [PendingContact(int(r[0]), r[1], r[2], r[3], bool(r[4])) for r in rows]
+
+
+def _pending_of(
+    emails: Sequence[str], first_ids: tuple[int, int] | None
+) -> tuple[str, dict[str, object]]:
+    """The WHERE clause picking the pending staged rows of ``emails`` (or of a row range)."""
+    clause = f"job_id = $job_id AND {PENDING}"
+    params: dict[str, object] = {}
+    if emails:
+        listed, params = in_list("e", list(emails))
+        clause += f" AND email IN {listed}"
+    if first_ids is not None:
+        params["lo"], params["hi"] = first_ids
+        clause += (
+            " AND (SELECT MIN(s2.id) FROM sync_members s2 WHERE s2.job_id = sync_members.job_id"
+            " AND s2.email = sync_members.email"
+            " AND s2.action IN ('add', 'update', 'change')) BETWEEN $lo AND $hi"
+        )
+    return clause, params
+
+
+@db_session
+def confirm_sent(
+    job_id: int,
+    token: str,
+    filter_id: int,
+    emails: Sequence[str],
+    created: Sequence[str],
+    now: int,
+    first_ids: tuple[int, int] | None = None,
+) -> Totals:
+    """Record that Brevo shows ``emails`` in the list with the attributes sent.
+
+    ``created`` are those among them this service created. Returns the counts added.
+    """
+    check_claim(job_id, token)
+    if not emails:
+        return Totals()
+    where, params = _pending_of(emails, first_ids)
+    params.update(job_id=job_id, filter_id=filter_id, now=now)
+    made, made_params = in_list("c", list(created) or [""])
+    params.update(made_params)
+    added, updated = db.select(
+        "COALESCE(SUM(kind = 'add'), 0), COALESCE(SUM(kind != 'add'), 0) FROM ("
+        " SELECT CASE WHEN MAX(action = 'change') THEN 'change'"
+        "  WHEN MAX(action = 'update') THEN 'update' ELSE 'add' END AS kind"
+        f" FROM sync_members WHERE {where} GROUP BY email)",
+        params,
+    )[0]
+    db.execute(
+        "INSERT INTO memberships (filter_id, entity_id, person_id, email, first_name, "
+        "last_name, attrs_hash, state, created_contact, updated_at) "
+        "SELECT $filter_id, entity_id, person_id, email, first_name, last_name, attrs_hash, "
+        f"'listed', email IN {made}, $now FROM sync_members WHERE {where} "
+        "ON CONFLICT (filter_id, entity_id) DO UPDATE SET person_id = excluded.person_id, "
+        "first_name = excluded.first_name, last_name = excluded.last_name, "
+        "attrs_hash = excluded.attrs_hash, state = 'listed', updated_at = excluded.updated_at, "
+        "created_contact = CASE WHEN memberships.email = excluded.email "
+        " AND memberships.state = 'listed' THEN memberships.created_contact "
+        " ELSE excluded.created_contact END, "
+        "email = excluded.email",
+        params,
+    )
+    db.execute(f"UPDATE sync_members SET done = 1 WHERE {where}", params)
+    totals = Totals(added=int(added), updated=int(updated))
+    add_totals(job_id, token, totals)
+    return totals
+
+
+@db_session
+def reject_sent(
+    job_id: int,
+    token: str,
+    filter_id: int,
+    emails: Sequence[str],
+    now: int,
+    first_ids: tuple[int, int] | None = None,
+) -> int:
+    """Record that Brevo refused ``emails`` (or every pending row of a sent range).
+
+    Their members count as skipped; the rejection is remembered with the attributes hash.
+    """
+    check_claim(job_id, token)
+    if not emails and first_ids is None:
+        return 0
+    where, params = _pending_of(emails, first_ids)
+    params.update(job_id=job_id, filter_id=filter_id, now=now)
+    count = db.select(f"COUNT(*) FROM sync_members WHERE {where}", params)[0]
+    db.execute(
+        "INSERT INTO memberships (filter_id, entity_id, person_id, email, first_name, "
+        "last_name, attrs_hash, state, created_contact, updated_at) "
+        "SELECT $filter_id, entity_id, person_id, email, first_name, last_name, attrs_hash, "
+        f"'rejected', 0, $now FROM sync_members WHERE {where} "
+        "ON CONFLICT (filter_id, entity_id) DO UPDATE SET person_id = excluded.person_id, "
+        "email = excluded.email, first_name = excluded.first_name, "
+        "last_name = excluded.last_name, attrs_hash = excluded.attrs_hash, "
+        "state = 'rejected', created_contact = 0, updated_at = excluded.updated_at",
+        params,
+    )
+    db.execute(f"UPDATE sync_members SET done = 1 WHERE {where}", params)
+    add_totals(job_id, token, Totals(skipped=int(count)))
+    return int(count)
+
+
+@dataclass(frozen=True)
+class EmailChange:
+    """A member whose email changed: the candidate for renaming the contact in place."""
+
+    row_id: int
+    ledger_id: int
+    old_email: str
+    new_email: str
+    first_name: str | None
+    last_name: str | None
+    created_contact: bool
+    shared: bool
+
+
+@db_session
+def email_changes(job_id: int, filter_id: int) -> list[EmailChange]:
+    """Pending email changes, with whether any other ledger row maps the old email."""
+    rows = db.select(
+        "s.id, m.id, m.email, s.email, s.first_name, s.last_name, m.created_contact, "
+        "EXISTS (SELECT 1 FROM memberships o WHERE o.email = m.email AND o.id != m.id) "
+        "FROM sync_members s JOIN memberships m "
+        " ON m.filter_id = $filter_id AND m.entity_id = s.entity_id "
+        "WHERE s.job_id = $job_id AND s.action = 'change' AND s.done = 0 "
+        "AND m.state = 'listed' ORDER BY s.id"
+    )
+    return [
+        EmailChange(int(r[0]), int(r[1]), r[2], r[3], r[4], r[5], bool(r[6]), bool(r[7]))
+        for r in rows
+    ]
+
+
+@db_session
+def confirm_renamed(job_id: int, token: str, change: EmailChange, now: int) -> None:
+    """Record that the contact was renamed in place from the old email to the new one."""
+    check_claim(job_id, token)
+    staged_id = change.row_id  # noqa: F841 - bound by Pony's $name
+    db.execute(
+        "UPDATE memberships SET email = s.email, first_name = s.first_name, "
+        "last_name = s.last_name, attrs_hash = s.attrs_hash, person_id = s.person_id, "
+        "updated_at = $now FROM (SELECT * FROM sync_members WHERE id = $staged_id) AS s "
+        "WHERE memberships.id = $ledger_id",
+        {"now": now, "staged_id": staged_id, "ledger_id": change.ledger_id},
+    )
+    db.execute("UPDATE sync_members SET done = 1 WHERE id = $staged_id")
+    add_totals(job_id, token, Totals(updated=1))
+
+
+@db_session
+def removal_batch(job_id: int, filter_id: int, after: str, limit: int) -> list[str]:
+    """The next listed emails of the filter that no staged member maps to any more."""
+    rows = db.select(
+        "DISTINCT m.email FROM memberships m WHERE m.filter_id = $filter_id "
+        "AND m.state = 'listed' AND m.email > $after "
+        "AND NOT EXISTS (SELECT 1 FROM sync_members s WHERE s.job_id = $job_id "
+        " AND s.email = m.email AND s.action != 'skip') ORDER BY m.email LIMIT $limit"
+    )
+    return [str(r) for r in rows]
+
+
+@db_session
+def confirm_removed(
+    job_id: int, token: str, filter_id: int, removed: Sequence[str], absent: Sequence[str]
+) -> int:
+    """Record that ``removed`` left the list and ``absent`` were no longer in it.
+
+    Only a removal that is not the old address of a changed member counts as removed.
+    """
+    check_claim(job_id, token)
+    counted = 0
+    if removed:
+        listed, params = in_list("r", list(removed))
+        params.update(job_id=job_id, filter_id=filter_id)
+        counted = int(
+            db.select(
+                "COUNT(DISTINCT m.email) FROM memberships m WHERE m.filter_id = $filter_id "
+                f"AND m.state = 'listed' AND m.email IN {listed} "
+                "AND NOT EXISTS (SELECT 1 FROM sync_members s WHERE s.job_id = $job_id "
+                " AND s.entity_id = m.entity_id AND s.action = 'change')",
+                params,
+            )[0]
+        )
+    gone = list(removed) + list(absent)
+    if gone:
+        listed, params = in_list("g", gone)
+        params["filter_id"] = filter_id
+        db.execute(
+            "DELETE FROM memberships WHERE filter_id = $filter_id AND state = 'listed' "
+            f"AND email IN {listed}",
+            params,
+        )
+    add_totals(job_id, token, Totals(removed=counted))
+    return counted
+
+
+@db_session
+def settle_ledger(job_id: int, token: str, filter_id: int, now: int) -> None:
+    """Bring the ledger in line with the members for everything that needed no Brevo call.
+
+    Members kept as they are get their row (a new deal of a listed person, say); members
+    without an email are recorded as skipped; members that left are forgotten (their
+    emails were removed above, or another member still maps them).
+    """
+    check_claim(job_id, token)
+    db.execute(
+        "INSERT INTO memberships (filter_id, entity_id, person_id, email, first_name, "
+        "last_name, attrs_hash, state, created_contact, updated_at) "
+        "SELECT $filter_id, s.entity_id, s.person_id, s.email, s.first_name, s.last_name, "
+        "s.attrs_hash, CASE WHEN s.email IS NULL THEN 'skipped' ELSE 'listed' END, 0, $now "
+        "FROM sync_members s WHERE s.job_id = $job_id AND (s.action = 'keep' "
+        " OR (s.action = 'skip' AND s.email IS NULL)) "
+        "ON CONFLICT (filter_id, entity_id) DO UPDATE SET person_id = excluded.person_id, "
+        "first_name = excluded.first_name, last_name = excluded.last_name, "
+        "attrs_hash = excluded.attrs_hash, state = excluded.state, "
+        "created_contact = CASE WHEN memberships.email = excluded.email "
+        " THEN memberships.created_contact ELSE 0 END, "
+        "email = excluded.email, updated_at = excluded.updated_at "
+        "WHERE memberships.email IS NOT excluded.email "
+        " OR memberships.attrs_hash IS NOT excluded.attrs_hash "
+        " OR memberships.state != excluded.state "
+        " OR memberships.person_id IS NOT excluded.person_id "
+        " OR memberships.first_name IS NOT excluded.first_name "
+        " OR memberships.last_name IS NOT excluded.last_name"
+    )
+    db.execute(
+        "DELETE FROM memberships WHERE filter_id = $filter_id AND NOT EXISTS ("
+        " SELECT 1 FROM sync_members s WHERE s.job_id = $job_id "
+        " AND s.entity_id = memberships.entity_id)"
+    )
+
+
+@db_session
+def forget_list(job_id: int, token: str, filter_id: int) -> int:
+    """Forget every listed email of the filter (its Brevo list is gone); return how many."""
+    check_claim(job_id, token)
+    cursor = db.execute("DELETE FROM memberships WHERE filter_id = $filter_id AND state = 'listed'")
+    return int(cursor.rowcount)

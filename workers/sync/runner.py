@@ -1,0 +1,87 @@
+"""Running one sync job in the worker: claim it, keep it alive, run it, record the end.
+
+Called by the huey task with the job id only. A second delivery of the same message
+finds the row claimed and does nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from service.clients.errors import ApiError
+from service.clients.factory import MissingCredential, brevo_client, pipedrive_client
+from service.clock import Clock
+from service.config import Settings
+from service.logs import log_context
+from workers.sync.claims import (
+    ClaimedJob,
+    ClaimLost,
+    Heartbeat,
+    claim_job,
+    fail_job,
+    finish_job,
+    new_token,
+)
+from workers.sync.full_resync import BrakeHeld, FullResync
+
+log = logging.getLogger(__name__)
+
+
+class JobRefused(Exception):
+    """The job cannot run as asked; ``str()`` says why."""
+
+
+def heartbeat_every(stale_seconds: int) -> float:
+    """How often a running job beats: three beats fit in the stale window."""
+    return max(0.5, stale_seconds / 3)
+
+
+def run_job(job_id: int, settings: Settings, clock: Clock) -> None:
+    """Claim and run the job ``job_id``; every outcome ends in the job's row."""
+    token = new_token()
+    job = claim_job(job_id, token, clock.now())
+    if job is None:
+        log.info("job already claimed or finished", extra={"job_id": job_id})
+        return
+    with log_context(job_id=job.id, filter_id=job.filter_id):
+        log.info("job started", extra={"kind": job.kind, "trigger": job.trigger})
+        every = heartbeat_every(settings.job_stale_seconds)
+        with Heartbeat(job.id, token, clock.now, every) as beat:
+            message = _run(job, settings, clock, beat)
+        try:
+            if message is None:
+                finish_job(job.id, token, clock.now())
+                log.info("job completed")
+            elif fail_job(job.id, token, clock.now(), message):
+                log.warning("job failed", extra={"error": message})
+        except ClaimLost:
+            log.warning("job was taken over before it ended; its result is dropped")
+
+
+def _run(job: ClaimedJob, settings: Settings, clock: Clock, beat: Heartbeat) -> str | None:
+    """Run the job; None when it succeeded, else the error message for its row."""
+    try:
+        if job.filter_deleted:
+            raise JobRefused("the filter was deleted in Pipedrive; its Brevo list is untouched")
+        if job.filter_type not in ("people", "deals"):
+            raise JobRefused("the filter's type is unknown: refresh the filters first")
+        FullResync(
+            job,
+            pipedrive_client(settings),
+            brevo_client(settings),
+            folder_id=settings.brevo_folder_id,
+            brake_ratio=settings.removal_brake_ratio,
+            brake_min=settings.removal_brake_min,
+            now=clock.now,
+            check=beat.check,
+        ).run()
+    except (BrakeHeld, JobRefused, MissingCredential) as exc:
+        return str(exc)
+    except ApiError as exc:
+        return str(exc)
+    except ClaimLost:
+        return "worker stopped during the job"
+    except Exception as exc:
+        log.exception("job crashed")
+        return f"internal error ({type(exc).__name__}); see the worker log"
+    return None
