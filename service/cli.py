@@ -1,4 +1,5 @@
-"""The ``pbsync`` command: ``serve`` (web and worker together), ``web`` and ``worker``."""
+"""The ``pbsync`` command: ``serve`` (web and worker together), ``web``, ``worker``, and
+``check`` (are the credentials and the Brevo account ready?)."""
 
 from __future__ import annotations
 
@@ -78,6 +79,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return Supervisor().run()
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """Check the credentials and the Brevo account; one line per check on stdout.
+
+    Exits 0 when every check passed, 1 otherwise (2 when the settings are invalid).
+    """
+    from service.check import print_lines, run_check
+    from service.db import bind_database
+
+    settings = _settings("tool")
+    configure_logging(settings.log_level, settings.secrets())
+    try:
+        # The clients count their calls and pace themselves in the database.
+        bind_database(settings.database_path)
+    except SchemaError as exc:
+        print(f"pbsync: {exc}", file=sys.stderr)
+        return 1
+    return print_lines(run_check(settings), lambda line: print(line, flush=True))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``pbsync``."""
     parser = argparse.ArgumentParser(
@@ -91,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("worker", help="run the worker process alone").set_defaults(
         handler=cmd_worker
     )
+    commands.add_parser(
+        "check", help="check the API credentials, the Brevo folder and attributes"
+    ).set_defaults(handler=cmd_check)
     from sandbox.cli import add_parser as add_sandbox_parser
 
     add_sandbox_parser(commands)

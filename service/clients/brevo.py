@@ -2,6 +2,9 @@
 confirmed by reading the list back, and list contacts page by page. Authenticates with
 the ``api-key`` header.
 
+Imports are read back with ``modifiedSince`` on Brevo's own clock (its ``Date`` header at
+the start of the import), so the skew between our clock and Brevo's does not matter.
+
 Brevo limits ``/v3/contacts/*`` to 10 requests a second and every other endpoint, among
 them ``/v3/processes``, to 100 an hour, per account. Two pacing buckets in the shared
 usage store keep every process of the service under both.
@@ -9,6 +12,7 @@ usage store keep every process of the service under both.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -17,17 +21,22 @@ from typing import Any
 
 import httpx
 
-from service.clients.errors import ApiRequestError, ApiUnavailable
-from service.clients.http import ApiHttp, ClientPolicy, Operation, RateHeaders
+from service.clients.errors import ApiNotFound, ApiRequestError, ApiUnavailable
+from service.clients.http import ApiHttp, ClientPolicy, Operation, RateHeaders, server_time
 from service.clients.usage import Pacer, UsageStore
 
 API = "brevo"
 BATCH_SIZE = 150
 PAGE_SIZE = 500
 FOLDER_PAGE_SIZE = 50
+# The folder new lists go to when BREVO_FOLDER_ID is not set (created on the first sync).
+DEFAULT_FOLDER_NAME = "Pipedrive"
 # Brevo's answer when no identifier of an add or remove call could be applied.
 NOTHING_APPLIED = "contact already in list and/or does not exist"
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+# Brevo's Date header has whole seconds: a moment read from it is up to a second early or
+# late, and the import began a little before the answer was dated.
+DATE_MARGIN_SECONDS = 2.0
 
 LIST_FOLDERS = Operation(API, "GET", "/contacts/folders")
 CREATE_FOLDER = Operation(API, "POST", "/contacts/folders", idempotent=False)
@@ -38,6 +47,7 @@ LIST_CONTACTS = Operation(API, "GET", "/contacts/lists/{listId}/contacts")
 ADD_TO_LIST = Operation(API, "POST", "/contacts/lists/{listId}/contacts/add")
 REMOVE_FROM_LIST = Operation(API, "POST", "/contacts/lists/{listId}/contacts/remove")
 CREATE_CONTACT = Operation(API, "POST", "/contacts")
+GET_CONTACT = Operation(API, "GET", "/contacts/{identifier}")
 UPDATE_CONTACT = Operation(API, "PUT", "/contacts/{identifier}")
 IMPORT_CONTACTS = Operation(API, "POST", "/contacts/import", idempotent=False)
 GET_PROCESS = Operation(API, "GET", "/processes/{processId}")
@@ -52,6 +62,7 @@ OPERATIONS = (
     ADD_TO_LIST,
     REMOVE_FROM_LIST,
     CREATE_CONTACT,
+    GET_CONTACT,
     UPDATE_CONTACT,
     IMPORT_CONTACTS,
     GET_PROCESS,
@@ -75,8 +86,8 @@ class BrevoLimits:
     first_poll_seconds: float = 2.0
     max_poll_seconds: float = 60.0
     import_timeout_seconds: float = 1800.0
-    # Imported contacts are read back modified since the import started, minus this margin
-    # for the difference between our clock and Brevo's.
+    # When Brevo's answer has no Date header, imported contacts are read back modified
+    # since the import started by our clock minus this margin (our clock against Brevo's).
     clock_margin_seconds: float = 120.0
 
 
@@ -100,7 +111,7 @@ class BrevoList:
 
 @dataclass(frozen=True)
 class BrevoContact:
-    """A contact as a list page shows it."""
+    """A contact as a list page or ``get_contact`` shows it."""
 
     id: int
     email: str
@@ -108,6 +119,7 @@ class BrevoContact:
     modified_at: str | None
     list_ids: tuple[int, ...]
     attributes: dict[str, Any] = field(default_factory=dict)
+    created_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +139,19 @@ class ContactRow:
 
 
 @dataclass(frozen=True)
+class ImportStart:
+    """A started import: its process, and the moment to read the list back from.
+
+    ``started_at`` is epoch seconds on Brevo's clock (its ``Date`` header minus
+    ``DATE_MARGIN_SECONDS``), or on ours minus ``BrevoLimits.clock_margin_seconds`` when
+    Brevo sent no usable Date; pass it as ``modified_since`` to ``iter_list_contacts``.
+    """
+
+    process_id: int
+    started_at: float
+
+
+@dataclass(frozen=True)
 class ImportResult:
     """What an import did: the rows found in the list afterwards, and the ones missing."""
 
@@ -140,6 +165,43 @@ def brevo_time(moment: float) -> str:
     """Epoch seconds as the UTC text Brevo's ``modifiedSince`` takes."""
     dt = datetime.fromtimestamp(moment, tz=UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def is_duplicate_identifier(exc: BaseException, identifier: str = "email") -> bool:
+    """True when ``exc`` is Brevo refusing a contact write because ``identifier`` (``email``,
+    ``ext_id``, ``SMS``) belongs to another contact (an email change onto a taken address).
+
+    Brevo has answered such clashes with ``duplicate_parameter`` and with
+    ``invalid_parameter``, so ``metadata.duplicate_identifiers`` decides, not the code.
+    """
+    if not isinstance(exc, ApiRequestError) or isinstance(exc, ApiNotFound):
+        return False
+    clashes = exc.metadata.get("duplicate_identifiers")
+    if isinstance(clashes, list):
+        return identifier.lower() in {str(c).lower() for c in clashes}
+    # No metadata: fall back on Brevo's documented wording.
+    text = exc.api_message.lower()
+    return (exc.code or "").lower() == "duplicate_parameter" and (
+        f"{identifier.lower()} is already associated" in text
+    )
+
+
+def import_body(list_id: int, rows_json: bytes | bytearray) -> bytes:
+    """The ``POST /contacts/import`` body around ``rows_json``, an encoded JSON array of
+    ``{"email", "attributes"}`` objects, joined as bytes without parsing it again."""
+    if rows_json[:1] != b"[" or rows_json[-1:] != b"]":
+        raise ValueError("rows_json must be an encoded JSON array")
+    head = (
+        b'{"listIds":[%d],"updateExistingContacts":true,"emptyContactsAttributes":false,'
+        b'"disableNotification":true,"jsonBody":' % list_id
+    )
+    return b"".join((head, rows_json, b"}"))  # one copy of the rows, not two
+
+
+def encode_rows(rows: Sequence[ContactRow]) -> bytes:
+    """``rows`` as the encoded ``jsonBody`` array an import takes."""
+    items = [{"email": r.email, "attributes": r.attributes} for r in rows]
+    return json.dumps(items, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _batches(items: Sequence[str], size: int = BATCH_SIZE) -> Iterator[list[str]]:
@@ -252,12 +314,26 @@ class BrevoClient:
     def upsert_contact(
         self, email: str, attributes: dict[str, Any], list_ids: Sequence[int] = ()
     ) -> int | None:
-        """Create the contact, or update it if it exists; return the id when created."""
+        """Create the contact, or update it if it exists (``updateEnabled``).
+
+        Returns the new contact's id when Brevo created it (201), None when an existing
+        contact was updated (204): that is how a caller tells created from updated.
+        """
         payload: dict[str, Any] = {"email": email, "attributes": attributes, "updateEnabled": True}
         if list_ids:
             payload["listIds"] = list(list_ids)
         response = self._call(CREATE_CONTACT, json=payload)
         return int(response.json()["id"]) if response.status_code == 201 else None
+
+    def get_contact(self, email: str) -> BrevoContact | None:
+        """The contact with this address, None when Brevo has none."""
+        try:
+            response = self._call(
+                GET_CONTACT, path={"identifier": email}, params={"identifierType": "email_id"}
+            )
+        except ApiNotFound:
+            return None
+        return _contact_from_json(response.json())
 
     def update_contact(
         self,
@@ -265,7 +341,12 @@ class BrevoClient:
         attributes: dict[str, Any] | None = None,
         new_email: str | None = None,
     ) -> None:
-        """Change a contact's attributes, and its address through ``EMAIL`` when given."""
+        """Change a contact's attributes, and its address through ``EMAIL`` when given.
+
+        Raises ``ApiNotFound`` when the contact does not exist, and an ``ApiRequestError``
+        for which ``is_duplicate_identifier`` is True when ``new_email`` belongs to another
+        contact.
+        """
         values = dict(attributes or {})
         if new_email is not None:
             values["EMAIL"] = new_email
@@ -300,14 +381,21 @@ class BrevoClient:
 
     def start_import(self, list_id: int, rows: Sequence[ContactRow]) -> int:
         """Start an import of ``rows`` into the list; return the process id."""
-        payload = {
-            "jsonBody": [{"email": r.email, "attributes": r.attributes} for r in rows],
-            "listIds": [list_id],
-            "updateExistingContacts": True,
-            "emptyContactsAttributes": False,
-            "disableNotification": True,
-        }
-        return int(self._call(IMPORT_CONTACTS, json=payload).json()["processId"])
+        return self.start_import_json(list_id, encode_rows(rows)).process_id
+
+    def start_import_json(self, list_id: int, rows_json: bytes | bytearray) -> ImportStart:
+        """Start an import of ``rows_json`` (an encoded JSON array of ``{"email",
+        "attributes"}``, at most 8 MB) into the list, updating existing contacts without
+        emptying attributes and without notifying the account."""
+        body = import_body(list_id, rows_json)
+        local = self.http.now()
+        response = self._call(IMPORT_CONTACTS, content=body)
+        brevo_now = server_time(response)
+        if brevo_now is None:
+            started_at = local - self.limits.clock_margin_seconds
+        else:
+            started_at = brevo_now - DATE_MARGIN_SECONDS
+        return ImportStart(int(response.json()["processId"]), started_at)
 
     def process_status(self, process_id: int) -> str:
         """The status Brevo gives the process: queued, in_process, completed..."""
@@ -323,24 +411,32 @@ class BrevoClient:
         allows only 100 calls an hour per account.
         """
         started = self.http.now()
-        process_id = self.start_import(list_id, rows)
-        status = self._wait_for_process(process_id, started)
+        start = self.start_import_json(list_id, encode_rows(rows))
+        status = self.wait_for_process(start.process_id, started)
         if status != "completed":
             raise ApiUnavailable(
-                API, IMPORT_CONTACTS.name, f"import process {process_id} ended {status}"
+                API, IMPORT_CONTACTS.name, f"import process {start.process_id} ended {status}"
             )
-        since = started - self.limits.clock_margin_seconds
         wanted = {r.email.lower() for r in rows}
         found: set[str] = set()
-        for page in self.iter_list_contacts(list_id, modified_since=since):
+        for page in self.iter_list_contacts(list_id, modified_since=start.started_at):
             found.update(c.email for c in page if c.email in wanted)
         accepted = [r.email for r in rows if r.email.lower() in found]
         rejected = [r.email for r in rows if r.email.lower() not in found]
-        return ImportResult(process_id, status, accepted, rejected)
+        return ImportResult(start.process_id, status, accepted, rejected)
 
-    def _wait_for_process(self, process_id: int, started: float) -> str:
+    def wait_for_process(self, process_id: int, started: float | None = None) -> str:
+        """Poll the process until it ends; return its last status (completed, failed,
+        cancelled).
+
+        ``started`` is when the work began by our clock (``http.now()``; default: now);
+        past it plus ``limits.import_timeout_seconds`` ``ApiUnavailable`` is raised. Polls
+        back off from ``first_poll_seconds`` to ``max_poll_seconds``.
+        """
         wait = self.limits.first_poll_seconds
-        deadline = started + self.limits.import_timeout_seconds
+        deadline = (self.http.now() if started is None else started) + (
+            self.limits.import_timeout_seconds
+        )
         while True:
             self.http.sleep(wait)
             status = self.process_status(process_id)
@@ -361,4 +457,5 @@ def _contact_from_json(item: dict[str, Any]) -> BrevoContact:
         modified_at=item.get("modifiedAt"),
         list_ids=tuple(int(i) for i in item.get("listIds") or []),
         attributes=dict(item.get("attributes") or {}),
+        created_at=item.get("createdAt"),
     )

@@ -11,10 +11,13 @@
             + ApiBudgetExhausted  Pipedrive's daily token budget is spent
 
 Messages name the API, the method and the path template, never a URL with its query
-string, a header, a key or a token.
+string, a header, a key or a token. ``metadata`` is the error body's ``metadata`` object
+when the API sent one (Brevo's ``duplicate_identifiers``).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class ApiError(Exception):
@@ -27,12 +30,15 @@ class ApiError(Exception):
         message: str,
         status: int | None = None,
         code: str | None = None,
+        *,
+        metadata: dict[str, Any] | None = None,
     ) -> None:
         self.api = api
         self.operation = operation
         self.status = status
         self.code = code
         self.api_message = message
+        self.metadata: dict[str, Any] = dict(metadata or {})
         answered = f"answered {status}" if status else "failed"
         super().__init__(f"{api} {operation} {answered}: {message}")
 

@@ -20,6 +20,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -197,11 +199,20 @@ class ApiHttp:
         path: Mapping[str, object] | None = None,
         params: Mapping[str, Any] | None = None,
         json: Any = None,
+        content: bytes | None = None,
     ) -> httpx.Response:
-        """Send ``operation`` and return its 2xx response, retrying within the policy."""
+        """Send ``operation`` and return its 2xx response, retrying within the policy.
+
+        The body is ``json`` (encoded here) or ``content``, an already encoded JSON
+        document sent as is; not both.
+        """
+        if json is not None and content is not None:
+            raise ValueError("give json or content, not both")
         url = self.url(operation, path)
         pool = self._pool or shared_pool()
         headers = {**self._auth_headers, "accept": "application/json"}
+        if content is not None:
+            headers["content-type"] = "application/json"
         attempts = self.policy.max_attempts
         for attempt in range(1, attempts + 1):
             pacer.wait()
@@ -211,6 +222,7 @@ class ApiHttp:
                     url,
                     params=params,
                     json=json,
+                    content=content,
                     headers=headers,
                     timeout=self.policy.timeout(),
                 )
@@ -272,7 +284,7 @@ class ApiHttp:
 
     def _error(self, operation: Operation, response: httpx.Response, attempt: int) -> ApiError:
         status = response.status_code
-        message, code = self._api_message(response)
+        message, code, metadata = self._api_message(response)
         if status in (401, 403):
             return ApiAuthError(self.api, operation.name, message, status, code)
         if status == 429:
@@ -290,17 +302,21 @@ class ApiHttp:
         if status >= 500:
             return ApiUnavailable(self.api, operation.name, message, status, code, attempt)
         if status == 404:
-            return ApiNotFound(self.api, operation.name, message, status, code)
-        return ApiRequestError(self.api, operation.name, message, status, code)
+            return ApiNotFound(self.api, operation.name, message, status, code, metadata=metadata)
+        return ApiRequestError(self.api, operation.name, message, status, code, metadata=metadata)
 
-    def _api_message(self, response: httpx.Response) -> tuple[str, str | None]:
-        """The API's own error text (Pipedrive ``error``, Brevo ``message``), secrets removed."""
+    def _api_message(
+        self, response: httpx.Response
+    ) -> tuple[str, str | None, dict[str, Any] | None]:
+        """The API's own error text (Pipedrive ``error``, Brevo ``message``), secrets
+        removed, its ``code`` and its ``metadata`` object."""
         try:
             body = response.json()
         except ValueError:
             body = None
         message: str = response.reason_phrase or "no message"
         code: str | None = None
+        metadata: dict[str, Any] | None = None
         if isinstance(body, dict):
             for key in ("message", "error"):
                 if isinstance(body.get(key), str) and body[key]:
@@ -308,10 +324,28 @@ class ApiHttp:
                     break
             if isinstance(body.get("code"), str):
                 code = body["code"]
+            if isinstance(body.get("metadata"), dict):
+                metadata = body["metadata"]
         message = message[:300]
         for secret in self._secrets:
             message = message.replace(secret, "[redacted]")
-        return message, code
+        return message, code, metadata
+
+
+def server_time(response: httpx.Response) -> float | None:
+    """The API's own clock at the response, from its ``Date`` header (whole seconds, epoch);
+    None when the header is missing or unparseable."""
+    text = response.headers.get("date")
+    if not text:
+        return None
+    try:
+        moment = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:
+        # RFC 5322 "-0000" parses as naive; HTTP dates are always GMT.
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
 
 
 def _asked_wait(response: httpx.Response, http: ApiHttp) -> float:

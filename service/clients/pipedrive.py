@@ -1,5 +1,5 @@
-"""The Pipedrive client: filters, filter members (API v2, cursor paging), persons by ids,
-and webhooks. Authenticates with the ``x-api-token`` header."""
+"""The Pipedrive client: filters, filter members (API v2, cursor paging), persons by ids
+or changed since a moment, and webhooks. Authenticates with the ``x-api-token`` header."""
 
 from __future__ import annotations
 
@@ -228,6 +228,24 @@ class PipedriveClient:
                 for row in rows
             )
             yield MemberPage([parse(row) for row in rows], ignored)  # type: ignore[arg-type]
+            cursor = (body.get("additional_data") or {}).get("next_cursor")
+            if not cursor:
+                return
+
+    def iter_persons(
+        self, updated_since: datetime, page_size: int = PAGE_SIZE
+    ) -> Iterator[list[Person]]:
+        """Every live person updated at or after ``updated_since`` (whole seconds), page by
+        page; no filter. Deleted persons are not listed."""
+        since = rfc3339(updated_since.replace(microsecond=0))
+        params: dict[str, Any] = {"updated_since": since, "limit": page_size}
+        cursor: str | None = None
+        while True:
+            page_params = {**params, "cursor": cursor} if cursor else params
+            body = self._get(LIST_PERSONS, params=page_params)
+            rows = body.get("data") or []
+            if rows:
+                yield [person_from_json(row) for row in rows]
             cursor = (body.get("additional_data") or {}).get("next_cursor")
             if not cursor:
                 return

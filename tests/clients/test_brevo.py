@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import time
 
+import httpx
 import pytest
 
-from service.clients.brevo import BrevoClient, BrevoLimits, ContactRow
-from service.clients.errors import ApiAuthError, ApiNotFound
+from service.clients.brevo import (
+    BrevoClient,
+    BrevoLimits,
+    ContactRow,
+    ImportStart,
+    encode_rows,
+    import_body,
+    is_duplicate_identifier,
+)
+from service.clients.errors import ApiAuthError, ApiNotFound, ApiRequestError
 from service.clients.http import ClientPolicy
 from service.clients.usage import MemoryUsage
 from tests.fakes import RunningFake
@@ -169,3 +179,89 @@ def test_the_contacts_rate_is_respected_by_pacing(brevo_fake: RunningFake) -> No
     usage = bv.http.usage
     assert isinstance(usage, MemoryUsage)
     assert not [k for k in usage.calls if k.status == 429]
+
+
+def test_get_contact_shows_one_contact_or_none(brevo_fake: RunningFake) -> None:
+    bv = client(brevo_fake)
+    list_id = new_list(bv)
+    bv.upsert_contact("Cleo@Example.org", {"FIRSTNAME": "Cleo"}, [list_id])
+    found = bv.get_contact("cleo@example.org")
+    assert found is not None
+    assert (found.email, found.list_ids, found.attributes["FIRSTNAME"]) == (
+        "cleo@example.org",
+        (list_id,),
+        "Cleo",
+    )
+    assert found.created_at is not None and found.created_at.endswith("Z")
+    assert bv.get_contact("nobody@example.org") is None
+
+
+def test_an_import_from_encoded_rows_is_read_back_on_brevos_clock(
+    brevo_fake: RunningFake,
+) -> None:
+    bv = client(brevo_fake)
+    list_id = new_list(bv)
+    rows = [ContactRow(e, {"FIRSTNAME": "Ann"}) for e in emails(3, "json.org")]
+    before = time.time()
+    start = bv.start_import_json(list_id, encode_rows(rows))
+    # The fake's Date header is its clock in whole seconds, refreshed by uvicorn once a
+    # second, so up to about 2 s early; then minus the 2 s margin. Never late.
+    assert before - 5 <= start.started_at <= time.time() - 2
+    assert bv.wait_for_process(start.process_id) == "completed"
+    read_back = [c.email for p in bv.iter_list_contacts(list_id, start.started_at) for c in p]
+    assert sorted(read_back) == emails(3, "json.org")
+
+
+def test_the_import_body_wraps_the_rows_without_parsing_them() -> None:
+    rows = b'[{"email":"a@x.org","attributes":{"FIRSTNAME":"J\xc3\xb6rg"}}]'
+    body = import_body(7, rows)
+    assert json.loads(body) == {
+        "listIds": [7],
+        "updateExistingContacts": True,
+        "emptyContactsAttributes": False,
+        "disableNotification": True,
+        "jsonBody": [{"email": "a@x.org", "attributes": {"FIRSTNAME": "Jörg"}}],
+    }
+    with pytest.raises(ValueError):
+        import_body(7, b'{"email": "a@x.org"}')
+
+
+def test_without_a_date_header_the_import_start_is_our_clock_minus_the_margin() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(202, json={"processId": 41})
+
+    bv = BrevoClient(
+        "https://brevo.test/v3",
+        "key",
+        usage=MemoryUsage(),
+        pool=httpx.Client(transport=httpx.MockTransport(handler)),
+        limits=BrevoLimits(clock_margin_seconds=120),
+        now=lambda: 5000.0,
+    )
+    assert bv.start_import_json(3, b"[]") == ImportStart(41, 4880.0)
+
+
+def test_an_email_change_onto_a_taken_address_is_recognised(brevo_fake: RunningFake) -> None:
+    bv = client(brevo_fake)
+    bv.upsert_contact("first@example.org", {})
+    bv.upsert_contact("second@example.org", {})
+    with pytest.raises(ApiRequestError) as caught:
+        bv.update_contact("first@example.org", new_email="second@example.org")
+    assert is_duplicate_identifier(caught.value)
+    assert caught.value.metadata == {"duplicate_identifiers": ["email"]}
+    assert not is_duplicate_identifier(caught.value, "ext_id")
+    with pytest.raises(ApiNotFound) as missing:
+        bv.update_contact("nobody@example.org", {"FIRSTNAME": "X"})
+    assert not is_duplicate_identifier(missing.value)
+
+
+def test_a_duplicate_without_metadata_is_recognised_by_brevos_wording() -> None:
+    op = "PUT /contacts/{identifier}"
+    message = "Unable to update contact, email is already associated with another Contact"
+    assert is_duplicate_identifier(
+        ApiRequestError("brevo", op, message, 400, "duplicate_parameter")
+    )
+    assert not is_duplicate_identifier(
+        ApiRequestError("brevo", op, "Invalid email address", 400, "invalid_parameter")
+    )
+    assert not is_duplicate_identifier(ValueError("email is already associated"))

@@ -15,7 +15,7 @@ from service.clients.errors import (
     ApiRequestError,
     ApiUnavailable,
 )
-from service.clients.http import ApiHttp, ClientPolicy, Operation, RateHeaders
+from service.clients.http import ApiHttp, ClientPolicy, Operation, RateHeaders, server_time
 from service.clients.usage import CallKey, MemoryUsage
 
 SECRET = "sk-live-very-secret-key"
@@ -218,3 +218,30 @@ def test_a_429_holds_the_pacing_bucket_for_every_caller_of_the_store() -> None:
     http.call(GET, pacer=pacer, path={"id": 1})
     # Another process sharing the store would find the bucket held until the reset passed.
     assert usage.reserve("shared", 0.0, 1000.0) >= 1005.0
+
+
+def test_a_pre_encoded_body_is_sent_as_is_with_the_json_content_type() -> None:
+    handler, seen = answers(httpx.Response(201, json={}))
+    http, _ = make(handler, Recorder())
+    body = b'{"jsonBody":[{"email":"a@x.org"}]}'
+    http.call(POST, pacer=http.pacer("b", 0.0), content=body)
+    assert seen[0].content == body
+    assert seen[0].headers["content-type"] == "application/json"
+    with pytest.raises(ValueError):
+        http.call(POST, pacer=http.pacer("b", 0.0), content=body, json={"a": 1})
+    assert len(seen) == 1
+
+
+@pytest.mark.parametrize(
+    ("date", "expected"),
+    [
+        ("Tue, 05 May 2026 10:00:07 GMT", 1777975207.0),
+        ("Tue, 05 May 2026 10:00:07 -0000", 1777975207.0),
+        ("yesterday", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_server_time_reads_the_date_header(date: str | None, expected: float | None) -> None:
+    headers = {} if date is None else {"date": date}
+    assert server_time(httpx.Response(200, headers=headers)) == expected

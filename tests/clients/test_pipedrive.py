@@ -200,3 +200,21 @@ def test_person_emails_are_cleaned_with_the_primary_first() -> None:
     assert person == Person(3, "Ann Lee", "", "", ("ann@example.com", "other@example.com"), None)
     assert person.primary_email == "ann@example.com"
     assert LIST_PERSONS.cost == 10
+
+
+def test_iter_persons_lists_the_persons_changed_since_a_moment(
+    pipedrive_fake: RunningFake,
+) -> None:
+    pd = client(pipedrive_fake)
+    since = datetime.now(UTC) - timedelta(seconds=5, microseconds=300)
+    pipedrive_fake.control("PATCH", "/_sandbox/persons/7", json={"last_name": "Renamed"})
+    pipedrive_fake.control("PATCH", "/_sandbox/persons/9", json={"first_name": "Also"})
+    pages = list(pd.iter_persons(since))
+    changed = {p.id: p for page in pages for p in page}
+    assert sorted(changed) == [7, 9]
+    assert changed[7].last_name == "Renamed"
+    assert calls(pd) == 1
+    everyone = [len(page) for page in pd.iter_persons(datetime(2000, 1, 1, tzinfo=UTC))]
+    assert everyone == [500, 500, 200]
+    assert calls(pd) == 4
+    assert list(pd.iter_persons(datetime.now(UTC) + timedelta(days=1))) == []

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -48,6 +49,7 @@ def test_every_client_operation_is_validated_against_the_spec(
     list(pd.iter_members("people", 2))
     list(pd.iter_members("deals", 4))
     pd.persons_by_ids([1, 2, 3])
+    list(pd.iter_persons(datetime.now(UTC) - timedelta(days=1), page_size=100))
     hook = pd.create_webhook("https://sync.example/webhooks/pipedrive", "*", "person", "pbsync")
     pd.list_webhooks()
     pd.delete_webhook(hook.id)
@@ -63,6 +65,7 @@ def test_every_client_operation_is_validated_against_the_spec(
     bv.add_to_list(list_id, ["bob@example.org"])
     bv.remove_from_list(list_id, ["bob@example.org"])
     bv.update_contact("ann@example.org", {"FIRSTNAME": "Anne"})
+    bv.get_contact("ann@example.org")
     bv.list_attributes()
 
     coverage = contract_ledger.coverage()
