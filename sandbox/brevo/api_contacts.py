@@ -108,7 +108,9 @@ async def delete_contact(request: Request) -> Response:
 
 async def get_attributes(request: Request) -> Response:
     """``GET /contacts/attributes``."""
-    return JSONResponse(attributes_json())
+    store = fake_of(request).store
+    with store.lock:
+        return JSONResponse(attributes_json(store.attributes))
 
 
 # The {identifier} routes come last: "/v3/contacts/lists" etc. would match them too.

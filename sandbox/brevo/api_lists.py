@@ -151,9 +151,7 @@ async def get_list_contacts(request: Request) -> Response:
         raise invalid("modifiedSince is not a valid date-time (YYYY-MM-DDTHH:mm:ss.SSSZ)")
     with store.lock:
         lst = store.get_list(path_id(request, "listId"))
-        members = store.members(lst)
-        if since is not None:
-            members = [c for c in members if c.modified_ms > since]
+        members = store.members(lst, since)
         shown = [contact_json(store, c) for c in page(members, limit, offset, desc)]
         return JSONResponse({"contacts": shown, "count": len(members)})
 

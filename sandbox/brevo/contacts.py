@@ -11,23 +11,26 @@ documentation of ``updateContact`` warns.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sandbox.brevo.errors import BrevoError, invalid, missing
-from sandbox.brevo.model import ATTRIBUTES, Contact, ContactList, accepts, normal_email, valid_email
+from sandbox.brevo.model import Contact, ContactList, accepts, normal_email, valid_email
 from sandbox.brevo.params import flag, id_list, optional
 from sandbox.brevo.store import Store
 
 
-def clean_attributes(raw: dict[str, Any], keep_empty: bool) -> tuple[dict[str, Any], set[str]]:
-    """``(values to set, names to clear)`` from a request's ``attributes``: unknown names,
-    EMAIL and wrongly typed values are dropped; empty values clear only when
-    ``keep_empty``."""
+def clean_attributes(
+    raw: dict[str, Any], keep_empty: bool, defined: Mapping[str, str]
+) -> tuple[dict[str, Any], set[str]]:
+    """``(values to set, names to clear)`` from a request's ``attributes``: names not in
+    ``defined`` (the account's attributes), EMAIL and wrongly typed values are dropped;
+    empty values clear only when ``keep_empty``."""
     values: dict[str, Any] = {}
     clear: set[str] = set()
     for key, value in raw.items():
         name = str(key).upper()
-        kind = ATTRIBUTES.get(name)
+        kind = defined.get(name)
         if kind is None or name == "EMAIL":
             continue
         if value is None or value == "":
@@ -96,7 +99,7 @@ def write_attributes(
             store.set_ext_id(contact, value)
         else:
             contact.attributes[name] = value
-    contact.modified_ms = at_ms
+    store.stamp(contact, at_ms)
 
 
 def _block(contact: Contact, email: bool | None, sms: bool | None) -> None:
@@ -118,7 +121,7 @@ def create_contact(store: Store, body: dict[str, Any]) -> int | None:
     blocked = optional(body, "emailBlacklisted", bool, "a boolean")
     sms_blocked = optional(body, "smsBlacklisted", bool, "a boolean")
     optional(body, "smtpBlacklistSender", list, "an array of strings")
-    values, clear = clean_attributes(raw, keep_empty=True)
+    values, clear = clean_attributes(raw, keep_empty=True, defined=store.attributes)
     if ext_id:
         values["EXT_ID"] = ext_id
     email = checked_email(email_raw) if email_raw else None
@@ -159,7 +162,7 @@ def update_contact(store: Store, contact: Contact, body: dict[str, Any]) -> None
     sms_blocked = optional(body, "smsBlacklisted", bool, "a boolean")
     join, leave = id_list(body, "listIds"), id_list(body, "unlinkListIds")
     optional(body, "smtpBlacklistSender", list, "an array of strings")
-    values, clear = clean_attributes(raw, keep_empty=True)
+    values, clear = clean_attributes(raw, keep_empty=True, defined=store.attributes)
     if ext_id is not None:
         if ext_id:
             values["EXT_ID"] = ext_id

@@ -9,6 +9,10 @@ rate-limited, never recorded). Bodies and answers are JSON; bad input answers 40
   → a contact "hand-added" in Brevo's UI: 201 when created, 200 when it existed (then it
   joins the lists, gains the attributes, and the flag is set as given).
 - ``PUT /_sandbox/contacts/{email}/blocklist`` ``{"blocked": bool}`` → the contact.
+- ``PUT /_sandbox/attributes/{name}`` ``{"type"}`` defines a contact attribute (``text``,
+  ``date``, ``float``, ``boolean``); ``DELETE /_sandbox/attributes/{name}`` removes one
+  and its values from every contact (EMAIL cannot go). Both answer ``{"attributes":
+  {name: type}}``.
 - ``GET|PUT /_sandbox/import-rejects`` ``{"emails": [...]}``: rows with these addresses
   are skipped silently by imports started from now on.
 - ``GET|PUT /_sandbox/settings``: partial update of ``contacts_rate``,
@@ -104,7 +108,7 @@ async def add_contact(request: Request) -> Response:
         if None in lists:
             raise ControlError(404, "listIds names an unknown list")
         found = store.by_email(email)
-        values, _ = clean_attributes(attributes or {}, keep_empty=False)
+        values, _ = clean_attributes(attributes or {}, keep_empty=False, defined=store.attributes)
         try:
             check_identifiers(store, found, None, values, "add")
         except BrevoError as exc:
@@ -129,6 +133,37 @@ async def set_blocklist(request: Request) -> Response:
         contact = _contact(store, request.path_params["email"])
         contact.email_blacklisted = blocked
         return JSONResponse(contact_json(store, contact))
+
+
+ATTRIBUTE_TYPES = ("text", "date", "float", "boolean")
+
+
+async def attribute(request: Request) -> Response:
+    """Define (PUT) or remove (DELETE) a contact attribute of the account."""
+    store = fake_of(request).store
+    name = str(request.path_params["name"]).strip().upper()
+    if not name:
+        raise ControlError(400, "the attribute needs a name")
+    if request.method == "PUT":
+        kind = (await _body(request)).get("type", "text")
+        if kind not in ATTRIBUTE_TYPES:
+            raise ControlError(400, f"type must be one of {', '.join(ATTRIBUTE_TYPES)}")
+        with store.lock:
+            store.attributes[name] = kind
+    else:
+        if name == "EMAIL":
+            raise ControlError(400, "EMAIL cannot be removed")
+        with store.lock:
+            if name not in store.attributes:
+                raise ControlError(404, f"no attribute {name}")
+            del store.attributes[name]
+            for contact in store.contacts.values():
+                if name == "EXT_ID":
+                    store.set_ext_id(contact, None)
+                else:
+                    contact.attributes.pop(name, None)
+    with store.lock:
+        return JSONResponse({"attributes": dict(store.attributes)})
 
 
 async def import_rejects(request: Request) -> Response:
@@ -197,6 +232,7 @@ CONTROL_ROUTES = [
     Route(f"{P}/contacts", get_contact, methods=["GET"]),
     Route(f"{P}/contacts", add_contact, methods=["POST"]),
     Route(f"{P}/contacts/{{email}}/blocklist", set_blocklist, methods=["PUT"]),
+    Route(f"{P}/attributes/{{name}}", attribute, methods=["PUT", "DELETE"]),
     Route(f"{P}/import-rejects", import_rejects, methods=["GET", "PUT"]),
     Route(f"{P}/settings", settings, methods=["GET", "PUT"]),
     Route(f"{P}/faults", faults, methods=["GET", "PUT"]),

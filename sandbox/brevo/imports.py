@@ -123,7 +123,9 @@ def apply_import(store: Store, job: ImportJob, at_ms: int) -> None:
             email = normal_email(email_raw)
             if not valid_email(email) or email in job.rejects:
                 continue
-            values, clear = clean_attributes(raw, keep_empty=job.empty_attributes)
+            values, clear = clean_attributes(
+                raw, keep_empty=job.empty_attributes, defined=store.attributes
+            )
             contact = store.by_email(email)
             owners = [store.by_ext_id(values["EXT_ID"])] if values.get("EXT_ID") else []
             if values.get("SMS"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sandbox.brevo.model import ATTRIBUTES, Contact, ContactList, Folder, Process, iso_ms
+from sandbox.brevo.model import Contact, ContactList, Folder, Process, iso_ms
 from sandbox.brevo.store import Store
 
 
@@ -73,10 +73,10 @@ def process_json(process: Process, now_ms: int) -> dict[str, Any]:
     return {"id": process.id, "status": process.status(now_ms), "name": process.name}
 
 
-def attributes_json() -> dict[str, Any]:
-    """``getAttributes``."""
+def attributes_json(defined: dict[str, str]) -> dict[str, Any]:
+    """``getAttributes`` for the attributes an account defines (name -> type)."""
     return {
         "attributes": [
-            {"name": name, "category": "normal", "type": kind} for name, kind in ATTRIBUTES.items()
+            {"name": name, "category": "normal", "type": kind} for name, kind in defined.items()
         ]
     }

@@ -13,7 +13,15 @@ import time
 from collections.abc import Callable, Iterable
 
 from sandbox.brevo.errors import FOLDER_NOT_FOUND, LIST_NOT_FOUND, not_found
-from sandbox.brevo.model import Contact, ContactList, Folder, Process, epoch_ms, normal_email
+from sandbox.brevo.model import (
+    ATTRIBUTES,
+    Contact,
+    ContactList,
+    Folder,
+    Process,
+    epoch_ms,
+    normal_email,
+)
 
 IDENTIFIER_TYPES = (
     "email_id",
@@ -37,8 +45,16 @@ class Store:
         self.contacts: dict[int, Contact] = {}
         self.processes: dict[int, Process] = {}
         self.import_rejects: set[str] = set()
+        # The contact attributes the account defines: name -> type (text, date, float, boolean).
+        self.attributes: dict[str, str] = dict(ATTRIBUTES)
         self._by_email: dict[str, int] = {}
         self._by_ext_id: dict[str, int] = {}
+        # Bumped whenever a contact's modifiedAt moves (``stamp``).
+        self.modifications = 0
+        # Per list: the members and the modification count a listing was made for, its
+        # ``modifiedSince``, and the listing. Reading a large list back page by page
+        # selects and sorts it once, not once per page.
+        self._listings: dict[int, tuple[frozenset[int], int, int | None, list[Contact]]] = {}
         self._last_id = {"folder": 0, "list": 0, "contact": 0, "process": 0}
 
     def now_ms(self) -> int:
@@ -99,11 +115,26 @@ class Store:
         with self.lock:
             return sorted(x.id for x in self.lists.values() if contact.id in x.members)
 
-    def members(self, lst: ContactList) -> list[Contact]:
-        """The list's contacts, oldest first."""
+    def members(self, lst: ContactList, modified_since: int | None = None) -> list[Contact]:
+        """The list's contacts, oldest first; only those modified after
+        ``modified_since`` (epoch ms) when given. The caller may change the list."""
         with self.lock:
-            found = [self.contacts[i] for i in lst.members]
-            return sorted(found, key=lambda c: (c.created_ms, c.id))
+            # A contact's creation time never changes and its id is never reused, so a
+            # listing made for the same members and modifications is still right.
+            cached = self._listings.get(lst.id)
+            if (
+                cached is None
+                or cached[1] != self.modifications
+                or cached[2] != modified_since
+                or cached[0] != lst.members
+            ):
+                found = [self.contacts[i] for i in lst.members]
+                if modified_since is not None:
+                    found = [c for c in found if c.modified_ms > modified_since]
+                found.sort(key=lambda c: (c.created_ms, c.id))
+                cached = (frozenset(lst.members), self.modifications, modified_since, found)
+                self._listings[lst.id] = cached
+            return list(cached[3])
 
     # Contacts.
 
@@ -118,6 +149,12 @@ class Store:
             if email is not None:
                 self._by_email[email] = contact.id
             return contact
+
+    def stamp(self, contact: Contact, at_ms: int) -> None:
+        """Set a contact's ``modifiedAt``."""
+        with self.lock:
+            contact.modified_ms = at_ms
+            self.modifications += 1
 
     def by_email(self, email: str) -> Contact | None:
         """The contact with this address (compared case-insensitively)."""

@@ -381,6 +381,32 @@ def test_attributes_are_listed(fake: Fake) -> None:
     assert {"FIRSTNAME", "LASTNAME", "EMAIL"} <= {a["name"] for a in body["attributes"]}
 
 
+def test_the_control_api_removes_and_defines_attributes(fake: Fake) -> None:
+    fake.control("POST", "/contacts", {"email": "lea@example.org", "attributes": {"LASTNAME": "L"}})
+    left = fake.control("DELETE", "/attributes/lastname")["attributes"]
+    assert "LASTNAME" not in left and "FIRSTNAME" in left
+    names = {a["name"] for a in fake.api.get("/contacts/attributes").json()["attributes"]}
+    assert "LASTNAME" not in names
+    assert "LASTNAME" not in fake.control("GET", "/contacts?email=lea@example.org")["attributes"]
+    # An undefined attribute is ignored by writes, as Brevo does.
+    body = {"email": "new@example.org", "attributes": {"FIRSTNAME": "N", "LASTNAME": "M"}}
+    assert fake.api.post("/contacts", json=body).status_code == 201
+    assert fake.control("GET", "/contacts?email=new@example.org")["attributes"] == {
+        "FIRSTNAME": "N"
+    }
+    assert (
+        fake.control("PUT", "/attributes/LASTNAME", {"type": "text"})["attributes"]["LASTNAME"]
+        == "text"
+    )
+    assert fake.raw.delete("/_sandbox/attributes/EMAIL").status_code == 400
+    assert fake.raw.delete("/_sandbox/attributes/NOPE").status_code == 404
+    assert fake.raw.put("/_sandbox/attributes/X", json={"type": "blob"}).status_code == 400
+    fake.control("DELETE", "/attributes/COMPANY")
+    fake.control("POST", "/reset", {})
+    names = {a["name"] for a in fake.api.get("/contacts/attributes").json()["attributes"]}
+    assert {"LASTNAME", "COMPANY"} <= names
+
+
 # Imports and processes.
 
 
