@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -12,7 +14,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from service import sessions
-from service.api import filters, health, jobs
+from service.api import filters, health, jobs, sync
 from service.api import session as session_api
 from service.api.context import WebContext
 from service.auth import SessionAuthMiddleware
@@ -32,14 +34,53 @@ ROUTES = [
     Route("/api/session", session_api.login, methods=["POST"]),
     Route("/api/session", session_api.logout, methods=["DELETE"]),
     Route("/api/filters", filters.list_filters, methods=["GET"]),
+    Route("/api/filters/refresh", filters.refresh_filters, methods=["POST"]),
+    Route("/api/filters/{id:int}/sync", sync.sync_filter, methods=["POST"]),
+    Route("/api/sync", sync.sync_all, methods=["POST"]),
     Route("/api/jobs", jobs.list_jobs, methods=["GET"]),
     Route("/api/jobs/{id:int}", jobs.get_job, methods=["GET"]),
 ]
 
 
-def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
-    """Build the web app for ``settings``; the database is bound when its lifespan starts."""
+class QueueEnqueuer:
+    """Enqueues sync jobs on the huey queue of ``QUEUE_URL``, opened on first use.
+
+    Opened lazily so that an app which never starts a job (tests, a read-only admin)
+    creates no queue file.
+    """
+
+    def __init__(self, settings: Settings, clock: Clock) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._run_sync_job: Any = None
+
+    def __call__(self, job_id: int) -> None:
+        """Put ``job_id`` on the queue for a worker (blocking)."""
+        with self._lock:
+            if self._run_sync_job is None:
+                # Imported here: the worker side is only needed once a job is started.
+                from workers.queue import build_huey
+                from workers.tasks import register_tasks
+
+                huey = build_huey(self.settings.queue_url)
+                self._run_sync_job = register_tasks(huey, self.settings, self.clock).run_sync_job
+        self._run_sync_job(job_id)
+
+
+def create_app(
+    settings: Settings,
+    clock: Clock | None = None,
+    enqueue_job: Callable[[int], None] | None = None,
+) -> Starlette:
+    """Build the web app for ``settings``; the database is bound when its lifespan starts.
+
+    ``enqueue_job`` puts a job id on the worker queue; by default the huey queue of
+    ``settings.queue_url``.
+    """
     clock = clock or SystemClock()
+    if enqueue_job is None:
+        enqueue_job = QueueEnqueuer(settings, clock)
     password = AdminPassword(settings.admin_password, settings.admin_password_hash)
 
     @contextlib.asynccontextmanager
@@ -64,5 +105,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
-    app.state.context = WebContext(settings=settings, clock=clock, password=password)
+    app.state.context = WebContext(
+        settings=settings, clock=clock, password=password, enqueue_job=enqueue_job
+    )
     return app

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from service.api.params import MAX_ID
-from service.jobs import DEFAULT_PAGE, JOB_STATUSES, MAX_PAGE
+from service.jobs import DEFAULT_PAGE, JOB_KINDS, JOB_STATUSES, JOB_TRIGGERS, MAX_PAGE
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -35,6 +35,18 @@ _AUTH_ERRORS = {
     "401": _error("No valid session"),
     "413": _error("Request body over 1 MiB"),
 }
+_WRITE_ERRORS = {
+    **_AUTH_ERRORS,
+    "403": _error("Cookie-authenticated request from another origin"),
+}
+_FILTER_ID = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "description": "The Pipedrive filter id",
+    "schema": _ID,
+}
+_BOOLEAN = {"type": "string", "enum": ["true", "false", "1", "0"], "default": "false"}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -59,15 +71,13 @@ SCHEMAS: dict[str, Any] = {
             "total_removed",
             "total_skipped",
             "error_message",
+            "note",
         ],
         "properties": {
             "id": _ID,
             "filter_id": _ID,
-            "kind": {"type": "string", "enum": ["full", "incremental", "dry_run"]},
-            "trigger": {
-                "type": "string",
-                "enum": ["admin", "webhook", "schedule", "filter_changed", "recovery"],
-            },
+            "kind": {"type": "string", "enum": list(JOB_KINDS)},
+            "trigger": {"type": "string", "enum": list(JOB_TRIGGERS)},
             "status": {"type": "string", "enum": list(JOB_STATUSES)},
             "forced": {"type": "boolean"},
             "created_at": _TIME,
@@ -78,6 +88,18 @@ SCHEMAS: dict[str, Any] = {
             "total_removed": _COUNT,
             "total_skipped": _COUNT,
             "error_message": {"type": ["string", "null"]},
+            "note": {
+                "type": ["string", "null"],
+                "description": "What the job noticed that the admin should know",
+            },
+        },
+    },
+    "Conflict": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {"type": "string"},
+            "job": {**_ref("Job"), "description": "The running job, when one is running"},
         },
     },
     "Filter": {
@@ -169,6 +191,92 @@ PATHS: dict[str, Any] = {
                     "The filters",
                 ),
                 **_AUTH_ERRORS,
+            },
+        }
+    },
+    "/api/filters/refresh": {
+        "post": {
+            "summary": "Read Pipedrive's people and deal filters now",
+            "description": (
+                "Upserts the filters by Pipedrive id (temporary and inactive ones skipped), "
+                "soft-deletes those that vanished (their Brevo lists are left alone), renames "
+                "the Brevo list of a renamed linked filter, and schedules a full resync of a "
+                "linked filter whose conditions changed."
+            ),
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": ["filters", "created", "updated", "deleted"],
+                        "properties": {
+                            "filters": {"type": "array", "items": _ref("Filter")},
+                            "created": _COUNT,
+                            "updated": _COUNT,
+                            "deleted": _COUNT,
+                        },
+                    },
+                    "Every known filter after the refresh, and what it changed",
+                ),
+                "409": _error("PIPEDRIVE_API_TOKEN is not set"),
+                "502": _error("Pipedrive failed or refused the token"),
+                **_WRITE_ERRORS,
+            },
+        }
+    },
+    "/api/filters/{id}/sync": {
+        "post": {
+            "summary": "Start a full resync (or a dry run) of one filter",
+            "parameters": [
+                _FILTER_ID,
+                {
+                    "name": "force",
+                    "in": "query",
+                    "description": "Run past the safety brake on mass removals",
+                    "schema": _BOOLEAN,
+                },
+                {
+                    "name": "dry_run",
+                    "in": "query",
+                    "description": "Compute what a full resync would change, without writing",
+                    "schema": _BOOLEAN,
+                },
+            ],
+            "responses": {
+                "202": _json(
+                    {"type": "object", "required": ["job"], "properties": {"job": _ref("Job")}},
+                    "The job, queued for a worker",
+                ),
+                "400": _error("force or dry_run is not true, false, 1 or 0"),
+                "404": _error("No such filter"),
+                "409": _json(
+                    _ref("Conflict"),
+                    "The filter is already being synced (the body carries the running job), "
+                    "was deleted in Pipedrive, or has not been refreshed yet",
+                ),
+                **_WRITE_ERRORS,
+            },
+        }
+    },
+    "/api/sync": {
+        "post": {
+            "summary": "Start a full resync of every linked filter",
+            "responses": {
+                "202": _json(
+                    {
+                        "type": "object",
+                        "required": ["jobs", "busy"],
+                        "properties": {
+                            "jobs": {"type": "array", "items": _ref("Job")},
+                            "busy": {
+                                "type": "array",
+                                "items": _ID,
+                                "description": "Filters left alone: a job already runs",
+                            },
+                        },
+                    },
+                    "The jobs started",
+                ),
+                **_WRITE_ERRORS,
             },
         }
     },

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from openapi_spec_validator import validate
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from service.app import ROUTES
+from service.app import ROUTES, create_app
 from service.body_limit import MAX_BODY_BYTES
-from tests.conftest import ADMIN_PASSWORD
+from service.clock import ManualClock
+from service.config import Settings
+from tests.conftest import ADMIN_PASSWORD, login
+from workers.queue import build_huey
+from workers.tasks import register_tasks
 
 
 def test_a_declared_body_over_1_mib_is_refused_before_reading(client: TestClient) -> None:
@@ -119,3 +126,22 @@ def test_server_errors_are_json_without_details(
         response = raw.get("/api/jobs", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 500
     assert response.json() == {"error": "internal error"}
+
+
+def test_jobs_go_on_the_huey_queue_of_queue_url_opened_on_first_use(
+    settings: Settings, clock: ManualClock, clean_db: Path, tmp_path: Path
+) -> None:
+    """Without an injected enqueue function the app uses QUEUE_URL, and only once needed."""
+    queue_file = tmp_path / "queue" / "queue.db"
+    queued = replace(settings, queue_url=f"sqlite:///{queue_file}")
+    with sqlite3.connect(clean_db) as connection:
+        connection.execute("INSERT INTO filters (id, name, type) VALUES (1, 'A', 'people')")
+    with TestClient(create_app(queued, clock)) as client:
+        token = login(client)
+        assert not queue_file.exists()
+        response = client.post("/api/filters/1/sync", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 202
+    huey = build_huey(queued.queue_url)
+    register_tasks(huey, queued, clock)
+    (task,) = huey.pending()
+    assert (task.name, task.args) == ("run_sync_job", (response.json()["job"]["id"],))

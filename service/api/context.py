@@ -1,7 +1,8 @@
-"""What every endpoint of one app shares: settings, clock and the admin password."""
+"""What every endpoint of one app shares: settings, clock, the admin password and the queue."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -18,6 +19,8 @@ class WebContext:
     settings: Settings
     clock: Clock
     password: AdminPassword
+    # Puts a sync job's id on the worker queue; blocking, so call it from a thread.
+    enqueue_job: Callable[[int], None]
 
 
 def web_context(request: Request) -> WebContext:

@@ -36,3 +36,20 @@ def choice_param(request: Request, name: str, choices: Sequence[str]) -> str | N
     if raw not in choices:
         raise ApiError(400, f"{name} must be one of {', '.join(choices)}")
     return raw
+
+
+_TRUE = ("true", "1")
+_FALSE = ("false", "0")
+
+
+def bool_param(request: Request, name: str, default: bool = False) -> bool:
+    """A boolean query parameter (``true``, ``false``, ``1`` or ``0``), or ``default``."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    text = raw.strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ApiError(400, f"{name} must be true, false, 1 or 0")

@@ -61,6 +61,7 @@ def test_job_shape(client: TestClient, auth: dict[str, str], clean_db: Path) -> 
         "total_removed": 2,
         "total_skipped": 1,
         "error_message": "boom",
+        "note": None,
     }
     assert client.get(f"/api/jobs/{job['id']}", headers=auth).json() == {"job": job}
 
