@@ -121,8 +121,9 @@ CREATE TABLE memberships (
 );
 -- One ledger row per filter and member entity.
 CREATE UNIQUE INDEX idx_memberships_filter_entity ON memberships(filter_id, entity_id);
--- Removal and email changes ask who else maps to an email, in any filter.
-CREATE INDEX idx_memberships_email ON memberships(email);
+-- Who maps an email, in one filter (the plan, removals) or in any (email changes). Two
+-- columns so the planner prefers it to the (filter_id, entity_id) index for email lookups.
+CREATE INDEX idx_memberships_email ON memberships(email, filter_id);
 -- Deal filters find what the ledger knows of a person.
 CREATE INDEX idx_memberships_filter_person ON memberships(filter_id, person_id);
 

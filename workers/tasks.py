@@ -49,11 +49,7 @@ def register_tasks(huey: Huey, settings: Settings, clock: Clock | None = None) -
         from service.filter_refresh import refresh_filters as refresh
 
         brevo = brevo_client(settings) if settings.brevo_api_key else None
-        result = refresh(pipedrive_client(settings), brevo, clock.now(), run_sync_job)
-        log.info(
-            "filters refreshed",
-            extra={"created": result.created, "updated": result.updated, "deleted": result.deleted},
-        )
+        refresh(pipedrive_client(settings), brevo, clock.now(), run_sync_job)
 
     return Tasks(
         remove_expired_sessions=remove_expired_sessions,

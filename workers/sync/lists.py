@@ -7,7 +7,7 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from service.clients.brevo import BrevoClient
+from service.clients.brevo import DEFAULT_FOLDER_NAME, BrevoClient
 from service.clients.errors import ApiNotFound
 from service.db import Filter, db_session
 from service.list_names import brevo_list_name
@@ -15,7 +15,6 @@ from workers.sync.claims import ClaimedJob, check_claim
 
 log = logging.getLogger(__name__)
 
-FOLDER_NAME = "Pipedrive"
 # Two jobs of this worker creating the first list at once would make two folders.
 _folder_lock = threading.Lock()
 
@@ -43,9 +42,9 @@ def folder_for_lists(brevo: BrevoClient, folder_id: int | None) -> int:
         return folder_id
     with _folder_lock:
         for folder in brevo.list_folders():
-            if folder.name == FOLDER_NAME:
+            if folder.name == DEFAULT_FOLDER_NAME:
                 return folder.id
-        return brevo.create_folder(FOLDER_NAME)
+        return brevo.create_folder(DEFAULT_FOLDER_NAME)
 
 
 @db_session
