@@ -57,14 +57,16 @@ class DatabaseUsage:
             row.set(**values)
 
     @db_session
-    def reserve(self, bucket: str, interval: float, now: float) -> float:
+    def reserve(self, bucket: str, interval: float, now: float, burst: int = 0) -> float:
         """Take the next free slot of ``bucket``; one UPDATE, so processes never share one."""
         db.execute("INSERT OR IGNORE INTO api_pacing (bucket, next_at) VALUES ($bucket, $now)")
         cursor = db.execute(
             "UPDATE api_pacing SET next_at = MAX(next_at, $now) + $interval "
             "WHERE bucket = $bucket RETURNING next_at"
         )
-        return float(cursor.fetchone()[0]) - interval
+        # next_at was MAX(old, now); a burst may go up to burst slots before it.
+        due = float(cursor.fetchone()[0]) - interval
+        return max(now, due - burst * interval)
 
     @db_session
     def hold(self, bucket: str, until: float) -> None:

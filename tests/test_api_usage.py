@@ -48,6 +48,27 @@ def test_pacing_slots_follow_each_other_and_a_hold_pushes_them_back(clean_db: Pa
         assert usage.reserve(bucket, 0.5, 200.0) == 300.0
 
 
+def test_a_burst_goes_at_once_after_a_quiet_spell_and_the_average_rate_holds(
+    clean_db: Path,
+) -> None:
+    for usage in (DatabaseUsage(), MemoryUsage()):
+        bucket = f"burst-{type(usage).__name__}"
+        # Three at once (one plus a burst of two), then one every 10 s.
+        slots = [usage.reserve(bucket, 10.0, 1000.0, burst=2) for _ in range(5)]
+        assert slots == [1000.0, 1000.0, 1000.0, 1010.0, 1020.0]
+        # After a quiet spell the allowance is back, but never more than the burst.
+        later = [usage.reserve(bucket, 10.0, 2000.0, burst=2) for _ in range(4)]
+        assert later == [2000.0, 2000.0, 2000.0, 2010.0]
+
+
+def test_a_hold_keeps_back_even_a_burst() -> None:
+    slept: list[float] = []
+    pacer = Pacer(MemoryUsage(), "b", 10.0, now=lambda: 100.0, sleep=slept.append, burst=3)
+    pacer.hold(30.0)
+    pacer.wait()
+    assert slept == [30.0]
+
+
 def test_a_pacer_sleeps_until_its_slot() -> None:
     slept: list[float] = []
     pacer = Pacer(MemoryUsage(), "b", 0.25, now=lambda: 10.0, sleep=slept.append)

@@ -182,9 +182,9 @@ class ApiHttp:
         self.sleep = sleep
         self._draw = draw
 
-    def pacer(self, bucket: str, interval: float) -> Pacer:
+    def pacer(self, bucket: str, interval: float, burst: int = 0) -> Pacer:
         """A pacer on this client's store and clock."""
-        return Pacer(self.usage, bucket, interval, now=self.now, sleep=self.sleep)
+        return Pacer(self.usage, bucket, interval, now=self.now, sleep=self.sleep, burst=burst)
 
     def url(self, operation: Operation, path: Mapping[str, object] | None = None) -> str:
         """The absolute URL of ``operation`` with its path parameters filled in and quoted."""

@@ -49,8 +49,12 @@ class UsageStore(Protocol):
     def record_figures(self, api: str, figures: RateFigures, at: float) -> None:
         """Remember the latest rate-limit figures of ``api``."""
 
-    def reserve(self, bucket: str, interval: float, now: float) -> float:
-        """Take the next free slot of ``bucket`` (slots ``interval`` apart); return its time."""
+    def reserve(self, bucket: str, interval: float, now: float, burst: int = 0) -> float:
+        """Take the next free slot of ``bucket``; return its time.
+
+        Slots are ``interval`` apart on average; up to ``burst`` calls beyond the first may
+        go at once after a quiet spell (the generic cell rate algorithm).
+        """
         ...
 
     def hold(self, bucket: str, until: float) -> None:
@@ -76,12 +80,12 @@ class MemoryUsage:
         with self._lock:
             self.figures[api] = figures
 
-    def reserve(self, bucket: str, interval: float, now: float) -> float:
+    def reserve(self, bucket: str, interval: float, now: float, burst: int = 0) -> float:
         """Take the next free slot of ``bucket``; return its time."""
         with self._lock:
-            slot = max(now, self._next_at.get(bucket, now))
-            self._next_at[bucket] = slot + interval
-            return slot
+            due = self._next_at.get(bucket, now)
+            self._next_at[bucket] = max(due, now) + interval
+            return max(now, due - burst * interval)
 
     def hold(self, bucket: str, until: float) -> None:
         """Let no call of ``bucket`` go before ``until``."""
@@ -97,8 +101,8 @@ class MemoryUsage:
 
 
 class Pacer:
-    """Spaces the calls of one bucket at least ``interval`` seconds apart, across every
-    process that shares the store."""
+    """Spaces the calls of one bucket ``interval`` seconds apart on average, across every
+    process that shares the store; ``burst`` more may go at once after a quiet spell."""
 
     def __init__(
         self,
@@ -107,20 +111,23 @@ class Pacer:
         interval: float,
         now: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        burst: int = 0,
     ) -> None:
         self.store = store
         self.bucket = bucket
         self.interval = interval
+        self.burst = burst
         self._now = now
         self._sleep = sleep
 
     def wait(self) -> None:
         """Block until this call's slot comes."""
         now = self._now()
-        slot = self.store.reserve(self.bucket, self.interval, now)
+        slot = self.store.reserve(self.bucket, self.interval, now, self.burst)
         if slot > now:
             self._sleep(slot - now)
 
     def hold(self, seconds: float) -> None:
         """Keep every call of the bucket back for ``seconds`` from now."""
-        self.store.hold(self.bucket, self._now() + seconds)
+        # Past the burst allowance too, so not even a burst goes before the time is up.
+        self.store.hold(self.bucket, self._now() + seconds + self.burst * self.interval)

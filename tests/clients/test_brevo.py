@@ -117,6 +117,7 @@ def test_import_polling_stays_under_the_processes_limit(brevo_fake: RunningFake)
     limits = BrevoLimits(
         contacts_per_second=1000,
         other_per_hour=5 * 7200 * 0.8,
+        other_burst=0,
         first_poll_seconds=0.01,
         max_poll_seconds=0.02,
     )
