@@ -124,9 +124,7 @@ class FilterBusy(Exception):
 
 
 @db_session
-def create_job(
-    filter_id: int, kind: str, trigger: str, forced: bool, now: int
-) -> Job:
+def create_job(filter_id: int, kind: str, trigger: str, forced: bool, now: int) -> Job:
     """Create a ``processing`` job for the filter: the filter's lock, taken atomically.
 
     Raises ``FilterNotFound``, ``FilterDeleted``, or ``FilterBusy`` with the running job.
@@ -140,7 +138,7 @@ def create_job(
         raise FilterDeleted(filter_id)
     forced_flag = int(forced)  # noqa: F841 - bound into the SQL below by Pony's $name syntax
     cursor = db.execute(
-        "INSERT INTO sync_jobs (filter_id, status, created_at, kind, \"trigger\", forced) "
+        'INSERT INTO sync_jobs (filter_id, status, created_at, kind, "trigger", forced) '
         "VALUES ($filter_id, 'processing', $now, $kind, $trigger, $forced_flag) "
         "ON CONFLICT DO NOTHING RETURNING id"
     )
@@ -150,7 +148,7 @@ def create_job(
         if running is None:  # finished between the insert and this read: try again
             return create_job(filter_id, kind, trigger, forced, now)
         raise FilterBusy(job_from_row(running))
-    return job_from_row(SyncJob[inserted[0]])
+    return job_from_row(SyncJob.get(id=inserted[0]))
 
 
 @db_session
