@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from service.clients.brevo import BrevoClient, BrevoContact, is_duplicate_identifier
+from service.clients.brevo import BrevoClient, BrevoContact
 from service.clients.errors import ApiNotFound, ApiRequestError, ApiUnavailable
 from workers.sync import ledger
 from workers.sync.claims import ClaimedJob
@@ -62,8 +62,10 @@ class Applier:
     def rename_changed_emails(self) -> None:
         """Rename contacts in place when a member's email changed and the contact is ours
         alone and not blocklisted; the others are replaced (new address sent, old removed)."""
+        done: set[tuple[str, str]] = set()
         for change in ledger.email_changes(self.job.id, self.job.filter_id):
-            if not change.created_contact or change.shared:
+            pair = (change.old_email, change.new_email)
+            if not change.created_contact or change.shared or pair in done:
                 continue
             self.check()
             contact = self.brevo.get_contact(change.old_email)
@@ -75,10 +77,14 @@ class Applier:
             try:
                 self.brevo.update_contact(change.old_email, attributes, change.new_email)
             except ApiRequestError as exc:
-                if isinstance(exc, ApiNotFound) or is_duplicate_identifier(exc):
-                    continue  # the new address is taken, or the old one is gone: replace
-                raise
-            ledger.confirm_renamed(self.job.id, self.job.token, change, self.now())
+                # The new address is taken or refused, or the old one is gone: replace it
+                # instead; the send that follows records a refusal as a rejection.
+                log.info("contact not renamed in place", extra={"reason": exc.api_message})
+                continue
+            ledger.confirm_renamed(
+                self.job.id, self.job.token, self.job.filter_id, change, self.now()
+            )
+            done.add(pair)
 
     def remove_departed(self) -> None:
         """Take out, 150 at a time, the listed emails no member maps to any more."""

@@ -8,6 +8,7 @@ would remove too much before any write. A dry run stops after the plan.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
@@ -89,13 +90,17 @@ class FullResync:
             if target.replaced is not None:
                 ledger.forget_list(job.id, job.token, job.filter_id)
                 set_note(job.id, job.token, target.note() or "")
+        started = time.monotonic()
         for page in self._members():
             self.check()
             stage(job.id, job.token, page)
+        staged = time.monotonic()
         plan = make_plan(job.id, job.token, job.filter_id)
         log.info(
             "sync planned",
             extra={
+                "read_seconds": round(staged - started, 2),
+                "plan_seconds": round(time.monotonic() - staged, 2),
                 "fetched": plan.fetched,
                 "skipped": plan.skipped,
                 "adds": plan.adds,
@@ -121,4 +126,6 @@ class FullResync:
         applier.rename_changed_emails()
         applier.remove_departed()
         applier.send_contacts()
+        settling = time.monotonic()
         ledger.settle_ledger(job.id, job.token, job.filter_id, self.now())
+        log.info("ledger settled", extra={"seconds": round(time.monotonic() - settling, 2)})

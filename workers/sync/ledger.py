@@ -137,7 +137,11 @@ def reject_sent(
         return 0
     where, params = _pending_of(emails, first_ids)
     params.update(job_id=job_id, filter_id=filter_id, now=now)
-    count = db.select(f"COUNT(*) FROM sync_members WHERE {where}", params)[0]
+    count, replaced = db.select(
+        "COUNT(*), COUNT(DISTINCT CASE WHEN action = 'change' THEN email END) "
+        f"FROM sync_members WHERE {where}",
+        params,
+    )[0]
     db.execute(
         "INSERT INTO memberships (filter_id, entity_id, person_id, email, first_name, "
         "last_name, attrs_hash, state, created_contact, updated_at) "
@@ -150,7 +154,10 @@ def reject_sent(
         params,
     )
     db.execute(f"UPDATE sync_members SET done = 1 WHERE {where}", params)
-    add_totals(job_id, token, Totals(skipped=int(count)))
+    # A changed member's old address already left the list (removals go first) and was not
+    # counted then, as the change would have counted instead; with the new one refused it
+    # is a removal after all.
+    add_totals(job_id, token, Totals(removed=int(replaced), skipped=int(count)))
     return int(count)
 
 
@@ -173,7 +180,10 @@ def email_changes(job_id: int, filter_id: int) -> list[EmailChange]:
     """Pending email changes, with whether any other ledger row maps the old email."""
     rows = db.select(
         "s.id, m.id, m.email, s.email, s.first_name, s.last_name, m.created_contact, "
-        "EXISTS (SELECT 1 FROM memberships o WHERE o.email = m.email AND o.id != m.id) "
+        # Another member of the same person (a second deal, another filter) is the same
+        # identity; only another person's row makes the contact shared.
+        "EXISTS (SELECT 1 FROM memberships o WHERE o.email = m.email AND o.id != m.id "
+        " AND (o.person_id IS NULL OR m.person_id IS NULL OR o.person_id != m.person_id)) "
         "FROM sync_members s JOIN memberships m "
         " ON m.filter_id = $filter_id AND m.entity_id = s.entity_id "
         "WHERE s.job_id = $job_id AND s.action = 'change' AND s.done = 0 "
@@ -186,18 +196,39 @@ def email_changes(job_id: int, filter_id: int) -> list[EmailChange]:
 
 
 @db_session
-def confirm_renamed(job_id: int, token: str, change: EmailChange, now: int) -> None:
-    """Record that the contact was renamed in place from the old email to the new one."""
+def confirm_renamed(job_id: int, token: str, filter_id: int, change: EmailChange, now: int) -> None:
+    """Record that the contact was renamed in place from the old email to the new one.
+
+    Every member of the filter that moved between the same two addresses (two deals of
+    one person, say) moves with it; the contact counts once as updated.
+    """
     check_claim(job_id, token)
-    staged_id = change.row_id  # noqa: F841 - bound by Pony's $name
+    params = {
+        "job_id": job_id,
+        "filter_id": filter_id,
+        "old": change.old_email,
+        "new": change.new_email,
+        "now": now,
+    }
+    moved = (
+        "SELECT s.entity_id FROM sync_members s WHERE s.job_id = $job_id "
+        "AND s.action = 'change' AND s.done = 0 AND s.email = $new"
+    )
     db.execute(
         "UPDATE memberships SET email = s.email, first_name = s.first_name, "
         "last_name = s.last_name, attrs_hash = s.attrs_hash, person_id = s.person_id, "
-        "updated_at = $now FROM (SELECT * FROM sync_members WHERE id = $staged_id) AS s "
-        "WHERE memberships.id = $ledger_id",
-        {"now": now, "staged_id": staged_id, "ledger_id": change.ledger_id},
+        "updated_at = $now FROM sync_members AS s WHERE s.job_id = $job_id "
+        "AND s.entity_id = memberships.entity_id AND s.action = 'change' AND s.done = 0 "
+        "AND s.email = $new AND memberships.filter_id = $filter_id "
+        "AND memberships.email = $old AND memberships.state = 'listed'",
+        params,
     )
-    db.execute("UPDATE sync_members SET done = 1 WHERE id = $staged_id")
+    db.execute(
+        "UPDATE sync_members SET done = 1 WHERE job_id = $job_id AND entity_id IN ("
+        f"{moved}) AND EXISTS (SELECT 1 FROM memberships m WHERE m.filter_id = $filter_id "
+        "AND m.entity_id = sync_members.entity_id AND m.email = $new)",
+        params,
+    )
     add_totals(job_id, token, Totals(updated=1))
 
 
