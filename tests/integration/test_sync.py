@@ -845,6 +845,11 @@ def test_list_deleted_in_brevo_is_recreated_and_refilled(
     folder = brevo.get_list(old_list)["folderId"]
     assert brevo.api("DELETE", f"/contacts/lists/{old_list}").status_code == 204
 
+    # A dry run sees the list gone and counts the refill the sync then does.
+    dry = completed(service.sync(filter_id, dry_run=True), kind="dry_run")
+    assert totals(dry) == expected({}, synced)
+    assert list_id_of(service, filter_id) == old_list
+
     job = completed(service.sync(filter_id))
     assert totals(job) == expected({}, synced)
     new_list = list_id_of(service, filter_id)

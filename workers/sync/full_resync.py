@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from service.clients.brevo import BrevoClient
+from service.clients.errors import ApiNotFound
 from service.clients.pipedrive import PipedriveClient
 from service.db import db, db_session
 from workers.sync import ledger
@@ -80,11 +81,22 @@ class FullResync:
             return DealMembers(self.pipedrive, self.job.filter_id, since)
         return people_members(self.pipedrive, self.job.filter_id)
 
+    def _list_gone(self) -> bool:
+        """Whether the filter's Brevo list was deleted in Brevo (a read, for a dry run)."""
+        if self.job.brevo_list_id is None:
+            return False
+        try:
+            self.brevo.get_list(self.job.brevo_list_id)
+        except ApiNotFound:
+            return True
+        return False
+
     def run(self) -> None:
         """Run the job to the end; raises ``BrakeHeld``, ``ClaimLost`` or an ``ApiError``."""
         job = self.job
         dry_run = job.kind == "dry_run"
         target = None
+        list_gone = dry_run and self._list_gone()
         if not dry_run:
             target = ensure_list(self.brevo, job, self.folder_id)
             if target.replaced is not None:
@@ -95,7 +107,7 @@ class FullResync:
             self.check()
             stage(job.id, job.token, page)
         staged = time.monotonic()
-        plan = make_plan(job.id, job.token, job.filter_id)
+        plan = make_plan(job.id, job.token, job.filter_id, list_gone)
         log.info(
             "sync planned",
             extra={

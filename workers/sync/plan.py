@@ -76,9 +76,15 @@ class Plan:
 
 
 @db_session
-def make_plan(job_id: int, token: str, filter_id: int) -> Plan:
-    """Give every staged member its action and count the plan."""
+def make_plan(job_id: int, token: str, filter_id: int, list_gone: bool = False) -> Plan:
+    """Give every staged member its action and count the plan.
+
+    ``list_gone``: plan against an empty ledger, as the sync will after recreating a list
+    deleted in Brevo (a dry run sees it so without forgetting the ledger).
+    """
     check_claim(job_id, token)
+    if list_gone:
+        filter_id = -1  # noqa: F841 - bound by $name below; no filter has this id, so the ledger is empty
     db.execute(
         "UPDATE sync_members SET action = 'skip' WHERE job_id = $job_id AND ("
         " email IS NULL OR EXISTS (SELECT 1 FROM memberships m"
