@@ -71,6 +71,41 @@ def _pending_of(
     return clause, params
 
 
+def _record_members(
+    where: str, params: dict[str, object], state: str, created: str, only_changes: bool = False
+) -> None:
+    """Write the staged rows matching ``where`` into the ledger, one row per member.
+
+    ``state`` and ``created`` are SQL expressions over the staged row. A member keeps its
+    ``created_contact`` while it stays listed under the same email.
+    """
+    changed = (
+        " WHERE memberships.email IS NOT excluded.email"
+        " OR memberships.attrs_hash IS NOT excluded.attrs_hash"
+        " OR memberships.state != excluded.state"
+        " OR memberships.person_id IS NOT excluded.person_id"
+        " OR memberships.first_name IS NOT excluded.first_name"
+        " OR memberships.last_name IS NOT excluded.last_name"
+        if only_changes
+        else ""
+    )
+    db.execute(
+        "INSERT INTO memberships (filter_id, entity_id, person_id, email, first_name, "
+        "last_name, attrs_hash, state, created_contact, updated_at) "
+        "SELECT $filter_id, entity_id, person_id, email, first_name, last_name, attrs_hash, "
+        f"{state}, {created}, $now FROM sync_members WHERE {where} "
+        "ON CONFLICT (filter_id, entity_id) DO UPDATE SET person_id = excluded.person_id, "
+        "first_name = excluded.first_name, last_name = excluded.last_name, "
+        "attrs_hash = excluded.attrs_hash, state = excluded.state, "
+        "updated_at = excluded.updated_at, "
+        "created_contact = CASE WHEN memberships.email = excluded.email "
+        " AND memberships.state = 'listed' AND excluded.state = 'listed' "
+        " THEN memberships.created_contact ELSE excluded.created_contact END, "
+        f"email = excluded.email{changed}",
+        params,
+    )
+
+
 @db_session
 def confirm_sent(
     job_id: int,
@@ -99,20 +134,7 @@ def confirm_sent(
         f" FROM sync_members WHERE {where} GROUP BY email)",
         params,
     )[0]
-    db.execute(
-        "INSERT INTO memberships (filter_id, entity_id, person_id, email, first_name, "
-        "last_name, attrs_hash, state, created_contact, updated_at) "
-        "SELECT $filter_id, entity_id, person_id, email, first_name, last_name, attrs_hash, "
-        f"'listed', email IN {made}, $now FROM sync_members WHERE {where} "
-        "ON CONFLICT (filter_id, entity_id) DO UPDATE SET person_id = excluded.person_id, "
-        "first_name = excluded.first_name, last_name = excluded.last_name, "
-        "attrs_hash = excluded.attrs_hash, state = 'listed', updated_at = excluded.updated_at, "
-        "created_contact = CASE WHEN memberships.email = excluded.email "
-        " AND memberships.state = 'listed' THEN memberships.created_contact "
-        " ELSE excluded.created_contact END, "
-        "email = excluded.email",
-        params,
-    )
+    _record_members(where, params, "'listed'", f"email IN {made}")
     db.execute(f"UPDATE sync_members SET done = 1 WHERE {where}", params)
     totals = Totals(added=int(added), updated=int(updated))
     add_totals(job_id, token, totals)
@@ -142,17 +164,7 @@ def reject_sent(
         f"FROM sync_members WHERE {where}",
         params,
     )[0]
-    db.execute(
-        "INSERT INTO memberships (filter_id, entity_id, person_id, email, first_name, "
-        "last_name, attrs_hash, state, created_contact, updated_at) "
-        "SELECT $filter_id, entity_id, person_id, email, first_name, last_name, attrs_hash, "
-        f"'rejected', 0, $now FROM sync_members WHERE {where} "
-        "ON CONFLICT (filter_id, entity_id) DO UPDATE SET person_id = excluded.person_id, "
-        "email = excluded.email, first_name = excluded.first_name, "
-        "last_name = excluded.last_name, attrs_hash = excluded.attrs_hash, "
-        "state = 'rejected', created_contact = 0, updated_at = excluded.updated_at",
-        params,
-    )
+    _record_members(where, params, "'rejected'", "0")
     db.execute(f"UPDATE sync_members SET done = 1 WHERE {where}", params)
     # A changed member's old address already left the list (removals go first) and was not
     # counted then, as the change would have counted instead; with the new one refused it
@@ -288,25 +300,12 @@ def settle_ledger(job_id: int, token: str, filter_id: int, now: int) -> None:
     emails were removed above, or another member still maps them).
     """
     check_claim(job_id, token)
-    db.execute(
-        "INSERT INTO memberships (filter_id, entity_id, person_id, email, first_name, "
-        "last_name, attrs_hash, state, created_contact, updated_at) "
-        "SELECT $filter_id, s.entity_id, s.person_id, s.email, s.first_name, s.last_name, "
-        "s.attrs_hash, CASE WHEN s.email IS NULL THEN 'skipped' ELSE 'listed' END, 0, $now "
-        "FROM sync_members s WHERE s.job_id = $job_id AND (s.action = 'keep' "
-        " OR (s.action = 'skip' AND s.email IS NULL)) "
-        "ON CONFLICT (filter_id, entity_id) DO UPDATE SET person_id = excluded.person_id, "
-        "first_name = excluded.first_name, last_name = excluded.last_name, "
-        "attrs_hash = excluded.attrs_hash, state = excluded.state, "
-        "created_contact = CASE WHEN memberships.email = excluded.email "
-        " THEN memberships.created_contact ELSE 0 END, "
-        "email = excluded.email, updated_at = excluded.updated_at "
-        "WHERE memberships.email IS NOT excluded.email "
-        " OR memberships.attrs_hash IS NOT excluded.attrs_hash "
-        " OR memberships.state != excluded.state "
-        " OR memberships.person_id IS NOT excluded.person_id "
-        " OR memberships.first_name IS NOT excluded.first_name "
-        " OR memberships.last_name IS NOT excluded.last_name"
+    _record_members(
+        "job_id = $job_id AND (action = 'keep' OR (action = 'skip' AND email IS NULL))",
+        {"job_id": job_id, "filter_id": filter_id, "now": now},
+        "CASE WHEN email IS NULL THEN 'skipped' ELSE 'listed' END",
+        "0",
+        only_changes=True,
     )
     db.execute(
         "DELETE FROM memberships WHERE filter_id = $filter_id AND NOT EXISTS ("
