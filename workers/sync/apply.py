@@ -131,6 +131,9 @@ class Applier:
             except ApiRequestError as exc:
                 if isinstance(exc, ApiNotFound):
                     raise
+                # Brevo answers 400 for a bad list as for a bad address: only once the
+                # list is known to exist is the refusal the contact's (else ApiNotFound).
+                self.brevo.get_list(self.list_id)
                 log.warning("brevo rejected a contact", extra={"reason": exc.api_message})
                 ledger.reject_sent(
                     self.job.id, self.job.token, self.job.filter_id, [contact.email], self.now()

@@ -144,12 +144,14 @@ def finish_job(job_id: int, token: str, now: int) -> None:
 @db_session
 def fail_job(job_id: int, token: str, now: int, message: str) -> bool:
     """Mark the job ``failed`` with ``message``; False when it was no longer ours."""
-    db.execute("DELETE FROM sync_members WHERE job_id = $job_id")
     cursor = db.execute(
         "UPDATE sync_jobs SET status = 'failed', completed_at = $now, error_message = $message "
         "WHERE id = $job_id AND claim_token = $token AND status = 'processing'"
     )
-    return bool(cursor.rowcount == 1)
+    if cursor.rowcount != 1:
+        return False
+    db.execute("DELETE FROM sync_members WHERE job_id = $job_id")
+    return True
 
 
 class Heartbeat:

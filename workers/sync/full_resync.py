@@ -78,7 +78,7 @@ class FullResync:
                 if started is not None
                 else None
             )
-            return DealMembers(self.pipedrive, self.job.filter_id, since)
+            return DealMembers(self.pipedrive, self.job.filter_id, since, self.job.id)
         return people_members(self.pipedrive, self.job.filter_id)
 
     def _list_gone(self) -> bool:

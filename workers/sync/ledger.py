@@ -199,7 +199,7 @@ def email_changes(job_id: int, filter_id: int) -> list[EmailChange]:
         "FROM sync_members s JOIN memberships m "
         " ON m.filter_id = $filter_id AND m.entity_id = s.entity_id "
         "WHERE s.job_id = $job_id AND s.action = 'change' AND s.done = 0 "
-        "AND m.state = 'listed' ORDER BY s.id"
+        "AND m.state = 'listed' AND m.person_id IS s.person_id ORDER BY s.id"
     )
     return [
         EmailChange(int(r[0]), int(r[1]), r[2], r[3], r[4], r[5], bool(r[6]), bool(r[7]))

@@ -37,15 +37,24 @@ def people_members(pipedrive: PipedriveClient, filter_id: int) -> Iterator[list[
 
 
 @db_session
-def known_persons(filter_id: int, person_ids: list[int]) -> dict[int, Member]:
-    """What the filter's ledger holds of these persons, keyed by person id."""
+def known_persons(
+    filter_id: int, person_ids: list[int], job_id: int | None = None
+) -> dict[int, Member]:
+    """What the filter's ledger holds of these persons, and what job ``job_id`` already
+    staged of them this run, keyed by person id."""
     ids, params = in_list("p", sorted(set(person_ids)))
-    params["filter_id"] = filter_id
+    params.update(filter_id=filter_id, job_id=job_id)
     rows = db.select(
         "person_id, email, first_name, last_name FROM memberships "
         f"WHERE filter_id = $filter_id AND person_id IN {ids}",
         params,
     )
+    if job_id is not None:
+        rows += db.select(
+            "person_id, email, first_name, last_name FROM sync_members "
+            f"WHERE job_id = $job_id AND person_id IN {ids}",
+            params,
+        )
     return {int(r[0]): Member(0, int(r[0]), r[1], r[2], r[3]) for r in rows}
 
 
@@ -57,10 +66,14 @@ class DealMembers:
         pipedrive: PipedriveClient,
         filter_id: int,
         changed_since: datetime | None,
+        job_id: int | None = None,
     ) -> None:
         self.pipedrive = pipedrive
         self.filter_id = filter_id
         self.changed_since = changed_since
+        # The job whose stage holds the pages already yielded: a person met again in a
+        # later page is found there instead of being looked up twice.
+        self.job_id = job_id
         self.lookups = 0
 
     def _changed_persons(self) -> dict[int, Member]:
@@ -80,7 +93,7 @@ class DealMembers:
         for page in self.pipedrive.iter_members("deals", self.filter_id):
             deals = [d for d in page.members if isinstance(d, Deal)]
             person_ids = [d.person_id for d in deals if d.person_id is not None]
-            known = known_persons(self.filter_id, person_ids) if person_ids else {}
+            known = known_persons(self.filter_id, person_ids, self.job_id) if person_ids else {}
             known.update({pid: m for pid, m in changed.items() if pid in known})
             ready: list[Member] = []
             for deal in deals:
@@ -92,7 +105,10 @@ class DealMembers:
                     waiting.append(deal)
                     unknown.add(deal.person_id)
                 if len(unknown) >= LOOKUP_BATCH:
-                    ready.extend(self._resolve(waiting, unknown))
+                    resolved = self._resolve(waiting, unknown)
+                    ready.extend(resolved)
+                    # Later deals of this page may share these persons.
+                    known.update({m.person_id: m for m in resolved if m.person_id})
                     waiting, unknown = [], set()
             if ready:
                 yield ready

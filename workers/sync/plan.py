@@ -83,8 +83,9 @@ def make_plan(job_id: int, token: str, filter_id: int, list_gone: bool = False) 
     deleted in Brevo (a dry run sees it so without forgetting the ledger).
     """
     check_claim(job_id, token)
-    if list_gone:
-        filter_id = -1  # noqa: F841 - bound by $name below; no filter has this id, so the ledger is empty
+    # Listed rows are looked up under this id; with the list gone no filter has it, while
+    # the rejections remembered under the real id still hold.
+    listed = -1 if list_gone else filter_id  # noqa: F841 - bound by Pony's $name below
     db.execute(
         "UPDATE sync_members SET action = 'skip' WHERE job_id = $job_id AND ("
         " email IS NULL OR EXISTS (SELECT 1 FROM memberships m"
@@ -94,13 +95,15 @@ def make_plan(job_id: int, token: str, filter_id: int, list_gone: bool = False) 
     )
     db.execute(
         "UPDATE sync_members SET action = CASE"
-        " WHEN EXISTS (SELECT 1 FROM memberships m WHERE m.filter_id = $filter_id"
+        " WHEN EXISTS (SELECT 1 FROM memberships m WHERE m.filter_id = $listed"
         "  AND m.state = 'listed' AND m.email = sync_members.email) THEN"
-        "  CASE WHEN EXISTS (SELECT 1 FROM memberships m WHERE m.filter_id = $filter_id"
+        "  CASE WHEN EXISTS (SELECT 1 FROM memberships m WHERE m.filter_id = $listed"
         "   AND m.state = 'listed' AND m.email = sync_members.email"
         "   AND m.attrs_hash = sync_members.attrs_hash) THEN 'keep' ELSE 'update' END"
-        " WHEN EXISTS (SELECT 1 FROM memberships m WHERE m.filter_id = $filter_id"
+        " WHEN EXISTS (SELECT 1 FROM memberships m WHERE m.filter_id = $listed"
         "  AND m.entity_id = sync_members.entity_id AND m.state = 'listed'"
+        # The same person's new address; a deal given to another person is an add.
+        "  AND m.person_id IS sync_members.person_id"
         "  AND m.email IS NOT NULL AND m.email != sync_members.email"
         "  AND NOT EXISTS (SELECT 1 FROM sync_members s WHERE s.job_id = $job_id"
         "   AND s.email = m.email AND s.action != 'skip')) THEN 'change'"
@@ -118,11 +121,11 @@ def make_plan(job_id: int, token: str, filter_id: int, list_gone: bool = False) 
         " GROUP BY email)"
     )[0]
     list_size = db.select(
-        "COUNT(DISTINCT email) FROM memberships WHERE filter_id = $filter_id AND state = 'listed'"
+        "COUNT(DISTINCT email) FROM memberships WHERE filter_id = $listed AND state = 'listed'"
     )[0]
     removals = db.select(
         "COUNT(DISTINCT m.email) FROM memberships m "
-        "WHERE m.filter_id = $filter_id AND m.state = 'listed' "
+        "WHERE m.filter_id = $listed AND m.state = 'listed' "
         "AND NOT EXISTS (SELECT 1 FROM sync_members s WHERE s.job_id = $job_id "
         " AND s.email = m.email AND s.action != 'skip') "
         "AND NOT EXISTS (SELECT 1 FROM sync_members s WHERE s.job_id = $job_id "

@@ -1,0 +1,190 @@
+"""workers/sync/runner.py: ``run_job`` claims a job, runs it under a heartbeat and records
+how it ended; a second delivery of the same message changes nothing."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+
+import pytest
+
+from service import jobs
+from service.clock import ManualClock
+from service.config import Settings
+from tests.sync.conftest import (
+    Exchanges,
+    World,
+    add_filter,
+    completed,
+    counts,
+    job_row,
+    jobs_of,
+)
+from workers.sync.claims import claim_job, new_token
+from workers.sync.runner import heartbeat_every, run_job
+from workers.sync.sweeper import WORKER_STOPPED, sweep
+from workers.worker import sweep_every
+
+# Nothing listens here: a job that made any API call would fail to connect.
+NOWHERE = "http://127.0.0.1:9"
+
+
+@pytest.fixture
+def offline(settings: Settings) -> Settings:
+    """Settings with credentials, pointing at no API at all."""
+    return replace(
+        settings,
+        pipedrive_api_token="pd-offline",
+        pipedrive_base_url=NOWHERE,
+        brevo_api_key="xkeysib-offline",
+        brevo_base_url=NOWHERE + "/v3",
+    )
+
+
+def linked_filter(world: World, tier: str) -> int:
+    """A people filter of two persons, synced once."""
+    filter_id = world.pipedrive.people_filter(f"Runner {tier}", tier)
+    world.pipedrive.person("Ann", "Test", f"ann@{tier.lower()}.example.com", tier=tier)
+    world.pipedrive.person("Bob", "Test", f"bob@{tier.lower()}.example.com", tier=tier)
+    world.refresh()
+    assert counts(completed(world.sync(filter_id))) == (2, 2, 0, 0, 0)
+    return filter_id
+
+
+def test_job_of_a_soft_deleted_filter_fails_with_a_clear_message(
+    world: World, exchanges: Exchanges
+) -> None:
+    filter_id = linked_filter(world, "GONE")
+    list_id = world.list_id(filter_id)
+    job_id = world.create(filter_id)
+    world.pipedrive.delete_filter(filter_id)
+    world.refresh()  # the filter vanished upstream: soft-deleted
+    assert world.query("SELECT deleted_at FROM filters WHERE id = ?", filter_id) != [(None,)]
+
+    mark = exchanges.mark()
+    job = world.run(job_id)
+
+    assert job.status == "failed"
+    assert job.error_message == ("the filter was deleted in Pipedrive; its Brevo list is untouched")
+    assert job.completed_at == world.clock.now()
+    assert exchanges.since(mark) == []  # not a single API call
+    assert len(world.brevo.emails(list_id)) == 2
+    assert len(world.ledger(filter_id)) == 2
+
+
+def test_job_of_a_filter_of_unknown_type_fails_with_a_clear_message(
+    offline: Settings, clock: ManualClock
+) -> None:
+    """(Any API call would fail to connect: the message says no call was made.)"""
+    add_filter(990, "Never refreshed", type_=None)
+    job_id = jobs.create_job(990, "full", "admin", False, clock.now()).id
+    run_job(job_id, offline, clock)
+    row = job_row(job_id)
+    assert (row["status"], row["error_message"], row["completed_at"]) == (
+        "failed",
+        "the filter's type is unknown: refresh the filters first",
+        clock.now(),
+    )
+
+
+def test_missing_credential_fails_the_job_naming_it(offline: Settings, clock: ManualClock) -> None:
+    add_filter(991, "No key")
+    job_id = jobs.create_job(991, "full", "admin", False, clock.now()).id
+    run_job(job_id, replace(offline, brevo_api_key=None), clock)
+    assert job_row(job_id)["error_message"] == "BREVO_API_KEY is not set"
+
+
+def test_pipedrive_error_fails_the_job_with_the_apis_message(world: World) -> None:
+    """A filter deleted upstream but not yet refreshed: Pipedrive answers 404."""
+    filter_id = linked_filter(world, "NOTFOUND")
+    world.pipedrive.delete_filter(filter_id)
+    job = world.sync(filter_id)
+    assert job.status == "failed"
+    assert job.error_message is not None
+    assert job.error_message.startswith("pipedrive GET /api/v2/persons answered 404")
+    assert len(world.ledger(filter_id)) == 2
+
+
+def test_a_claimed_job_is_not_run_twice(world: World, exchanges: Exchanges) -> None:
+    filter_id = linked_filter(world, "TWICE")
+    job_id = jobs_of(filter_id)[-1]["id"]
+    done = job_row(job_id)
+    ledger = world.ledger(filter_id)
+
+    mark = exchanges.mark()
+    world.clock.advance(10)
+    again = world.run(job_id)  # the same message delivered again
+
+    assert job_row(job_id) == done
+    assert again.status == "completed"
+    assert exchanges.since(mark) == []
+    assert world.ledger(filter_id) == ledger
+
+
+def test_a_job_another_worker_holds_is_left_to_it(offline: Settings, clock: ManualClock) -> None:
+    add_filter(992, "Held", brevo_list_id=5)
+    job_id = jobs.create_job(992, "full", "admin", False, clock.now()).id
+    token = new_token()
+    assert claim_job(job_id, token, clock.now()) is not None
+    held = job_row(job_id)
+
+    clock.advance(10)
+    run_job(job_id, offline, clock)  # would fail to connect, were it to run
+
+    assert job_row(job_id) == held
+    assert held["claim_token"] == token and held["status"] == "processing"
+
+
+def test_a_job_taken_over_mid_run_writes_nothing_more(world: World, exchanges: Exchanges) -> None:
+    """The sweeper declares the worker dead while it waits on Pipedrive; the heartbeat
+    notices, the run stops at its next check, and nothing it does afterwards lands."""
+    filter_id = linked_filter(world, "TAKEN")
+    world.settings = replace(world.settings, job_stale_seconds=1)  # a beat every 0.5 s
+    world.pipedrive.update_person(
+        world.pipedrive.person("Cid", "Test", "cid@taken.example.com", tier="TAKEN"),
+        last_name="Late",
+    )
+    world.pipedrive.fake.control(
+        "PUT",
+        "/_sandbox/faults",
+        json={
+            "faults": [],
+            "latency": [{"seconds": 1.0, "method": "GET", "path": "/api/v2/persons"}],
+        },
+    )
+    ledger = world.ledger(filter_id)
+    job_id = world.create(filter_id)
+    runner = threading.Thread(target=world.run, args=(job_id,))
+    runner.start()
+    try:
+        deadline = time.monotonic() + 5
+        while job_row(job_id)["claimed_at"] is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        enqueued: list[int] = []
+        result = sweep(world.clock.now() + 10, 1, enqueued.append)
+        assert result.failed == [job_id]
+        taken_over = exchanges.mark()
+    finally:
+        runner.join(15)
+    assert not runner.is_alive()
+
+    row = job_row(job_id)
+    assert (row["status"], row["error_message"]) == ("failed", WORKER_STOPPED)
+    late_writes = [e for e in exchanges.since(taken_over) if e.method != "GET"]
+    assert late_writes == []
+    assert world.ledger(filter_id) == ledger
+    assert world.query("SELECT COUNT(*) FROM sync_members") == [(0,)]
+    # The recovery job does the work.
+    assert enqueued == result.recovery_jobs and len(enqueued) == 1
+    world.pipedrive.fake.control("PUT", "/_sandbox/faults", json={"faults": [], "latency": []})
+    recovered = completed(world.run(enqueued[0]))
+    assert (recovered.trigger, counts(recovered)) == ("recovery", (3, 1, 0, 0, 0))
+
+
+def test_heartbeat_and_sweep_fit_in_the_stale_window() -> None:
+    for stale in (1, 2, 3, 10, 30, 600):
+        assert 3 * heartbeat_every(stale) <= max(stale, 1.5)
+        assert 1 <= sweep_every(stale) <= max(1, stale // 3)
+    assert heartbeat_every(30) == 10
+    assert sweep_every(30) == 5
