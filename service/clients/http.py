@@ -18,7 +18,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -153,6 +153,27 @@ def _float(value: str | None) -> float | None:
     return number if number is not None and number >= 0 else None
 
 
+class BodyParts:
+    """A request body in parts, sent in slices of 64 KiB; iterable again for a retry.
+
+    httpx sends an iterable body as is when the caller sets Content-Length.
+    """
+
+    SLICE = 65_536
+
+    def __init__(self, parts: Sequence[bytes | bytearray]) -> None:
+        self.parts = list(parts)
+
+    def __len__(self) -> int:
+        return sum(len(part) for part in self.parts)
+
+    def __iter__(self) -> Iterator[bytes]:
+        for part in self.parts:
+            view = memoryview(part)
+            for start in range(0, len(view), self.SLICE):
+                yield bytes(view[start : start + self.SLICE])
+
+
 class ApiHttp:
     """Sends one API's requests under the shared policy."""
 
@@ -199,20 +220,27 @@ class ApiHttp:
         path: Mapping[str, object] | None = None,
         params: Mapping[str, Any] | None = None,
         json: Any = None,
-        content: bytes | None = None,
+        content: bytes | Sequence[bytes | bytearray] | None = None,
     ) -> httpx.Response:
         """Send ``operation`` and return its 2xx response, retrying within the policy.
 
         The body is ``json`` (encoded here) or ``content``, an already encoded JSON
-        document sent as is; not both.
+        document sent as is, whole or in parts that are sent one after the other without
+        being joined (a large body is then never copied); not both.
         """
         if json is not None and content is not None:
             raise ValueError("give json or content, not both")
         url = self.url(operation, path)
         pool = self._pool or shared_pool()
         headers = {**self._auth_headers, "accept": "application/json"}
+        body: bytes | BodyParts | None = None
         if content is not None:
             headers["content-type"] = "application/json"
+            if isinstance(content, bytes):
+                body = content
+            else:
+                body = BodyParts(content)
+                headers["content-length"] = str(len(body))
         attempts = self.policy.max_attempts
         for attempt in range(1, attempts + 1):
             pacer.wait()
@@ -222,7 +250,7 @@ class ApiHttp:
                     url,
                     params=params,
                     json=json,
-                    content=content,
+                    content=body,
                     headers=headers,
                     timeout=self.policy.timeout(),
                 )

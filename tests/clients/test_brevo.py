@@ -216,7 +216,8 @@ def test_an_import_from_encoded_rows_is_read_back_on_brevos_clock(
 def test_the_import_body_wraps_the_rows_without_parsing_them() -> None:
     rows = b'[{"email":"a@x.org","attributes":{"FIRSTNAME":"J\xc3\xb6rg"}}]'
     body = import_body(7, rows)
-    assert json.loads(body) == {
+    assert body[1] is rows
+    assert json.loads(b"".join(body)) == {
         "listIds": [7],
         "updateExistingContacts": True,
         "emptyContactsAttributes": False,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import httpx
@@ -230,6 +231,17 @@ def test_a_pre_encoded_body_is_sent_as_is_with_the_json_content_type() -> None:
     with pytest.raises(ValueError):
         http.call(POST, pacer=http.pacer("b", 0.0), content=body, json={"a": 1})
     assert len(seen) == 1
+
+
+def test_a_body_in_parts_is_sent_whole_and_again_on_a_retry() -> None:
+    handler, seen = answers(httpx.Response(429, headers={"x-rl-reset": "0"}), httpx.Response(201))
+    http, _ = make(handler, Recorder())
+    rows = bytearray(b'[{"email":"a@x.org"}' + b',{"email":"b@x.org"}' * 20_000 + b"]")
+    http.call(POST, pacer=http.pacer("b", 0.0), content=(b'{"jsonBody":', rows, b"}"))
+    assert len(seen) == 2
+    for request in seen:
+        assert request.headers["content-length"] == str(len(rows) + 13)
+        assert json.loads(request.read())["jsonBody"][-1] == {"email": "b@x.org"}
 
 
 @pytest.mark.parametrize(
