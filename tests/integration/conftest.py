@@ -18,6 +18,7 @@ import pytest
 
 from service.schema import migrate
 from tests.conftest import ADMIN_PASSWORD, Started, healthy, process_env, start_pbsync, wait_for
+from tests.fake_control import service_settings
 from tests.fakes import RunningFake
 
 # Periodic duties the tests keep from running on their own: the worker runs every duty at
@@ -167,12 +168,12 @@ def start_service(
     def start(**overrides: str) -> Service:
         directory = tmp_path / f"service-{len(running) + 1}"
         directory.mkdir()
+        pointed = service_settings(
+            pipedrive_fake, brevo_fake, token="pd-integration-token", key="xkeysib-integration-key"
+        )
         env = process_env(
             directory,
-            PIPEDRIVE_API_TOKEN="pd-integration-token",
-            PIPEDRIVE_BASE_URL=pipedrive_fake.url,
-            BREVO_API_KEY="xkeysib-integration-key",
-            BREVO_BASE_URL=brevo_fake.url + "/v3",
+            **{name.upper(): value for name, value in pointed.items()},
             FILTER_REFRESH_SECONDS=str(FAR_AWAY),
             FULL_RESYNC_SECONDS=str(FAR_AWAY),
             LOG_LEVEL="INFO",

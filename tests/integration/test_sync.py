@@ -14,12 +14,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 
 from sandbox.brevo.model import valid_email as brevo_accepts
-from sandbox.pipedrive.fields import TIER_KEY
 from sandbox.pipedrive.model import Person, primary_email
+from tests.fake_control import WRITE_METHODS, Brevo, Pipedrive, tier_conditions, title_conditions
 from tests.fakes import RunningFake
 from tests.integration.conftest import Service, StartService
 
@@ -27,196 +26,21 @@ pytestmark = pytest.mark.integration
 
 # "Looks like x@y.z": what the service sends at all (Brevo may still refuse it).
 LOOKS_LIKE_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
-WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 TIER = "ITest"
 
 
-# --- the fake Pipedrive ----------------------------------------------------------------
-
-
-def tier_conditions(tier: str) -> dict[str, Any]:
-    """People filter conditions: the custom field "Customer tier" equals ``tier``."""
-    return {
-        "glue": "and",
-        "conditions": [
-            {
-                "glue": "and",
-                "conditions": [
-                    {"object": "person", "field_id": "9011", "operator": "=", "value": tier}
-                ],
-            },
-            {"glue": "or", "conditions": []},
-        ],
-    }
-
-
-def title_conditions(prefix: str) -> dict[str, Any]:
-    """Deal filter conditions: the deal's title starts with ``prefix``."""
-    return {
-        "glue": "and",
-        "conditions": [
-            {
-                "glue": "and",
-                "conditions": [
-                    {
-                        "object": "deal",
-                        "field_id": "12451",
-                        "operator": "LIKE '$%'",
-                        "value": prefix,
-                    }
-                ],
-            },
-            {"glue": "or", "conditions": []},
-        ],
-    }
-
-
-class Pipedrive:
-    """The fake Pipedrive's control API."""
-
-    def __init__(self, fake: RunningFake) -> None:
-        self.fake = fake
-
-    def person(
-        self,
-        first: str,
-        last: str | None,
-        *emails: str,
-        tier: str | None = TIER,
-        labels: list[int] | None = None,
-    ) -> int:
-        body: dict[str, Any] = {"first_name": first, "last_name": last, "emails": list(emails)}
-        if tier is not None:
-            body["custom_fields"] = {TIER_KEY: tier}
-        if labels is not None:
-            body["label_ids"] = labels
-        person_id: int = self.fake.control("POST", "/_sandbox/persons", json=body).json()["id"]
-        return person_id
-
-    def update_person(self, person_id: int, **body: Any) -> None:
-        self.fake.control("PATCH", f"/_sandbox/persons/{person_id}", json=body)
-
-    def set_tier(self, person_id: int, tier: str | None) -> None:
-        self.update_person(person_id, custom_fields={TIER_KEY: tier})
-
-    def delete_person(self, person_id: int) -> None:
-        self.fake.control("DELETE", f"/_sandbox/persons/{person_id}")
-
-    def filter(self, name: str, type_: str, conditions: dict[str, Any]) -> int:
-        body = {"name": name, "type": type_, "conditions": conditions}
-        filter_id: int = self.fake.control("POST", "/_sandbox/filters", json=body).json()["id"]
-        return filter_id
-
-    def people_filter(self, name: str, tier: str = TIER) -> int:
-        return self.filter(name, "people", tier_conditions(tier))
-
-    def update_filter(self, filter_id: int, **body: Any) -> None:
-        self.fake.control("PATCH", f"/_sandbox/filters/{filter_id}", json=body)
-
-    def delete_filter(self, filter_id: int) -> None:
-        self.fake.control("DELETE", f"/_sandbox/filters/{filter_id}")
-
-    def deal(self, title: str, person_id: int | None) -> int:
-        body = {"title": title, "person_id": person_id, "status": "open"}
-        deal_id: int = self.fake.control("POST", "/_sandbox/deals", json=body).json()["id"]
-        return deal_id
-
-    def update_deal(self, deal_id: int, **body: Any) -> None:
-        self.fake.control("PATCH", f"/_sandbox/deals/{deal_id}", json=body)
-
-    def member_ids(self, filter_id: int) -> list[int]:
-        ids: list[int] = self.fake.control("GET", f"/_sandbox/filters/{filter_id}/members").json()[
-            "ids"
-        ]
-        return ids
-
-    def syncable_filter_count(self) -> int:
-        """People and deal filters a refresh mirrors (not temporary, active, not deleted)."""
-        state = self.fake.app.state.fake
-        with state.lock:
-            return sum(
-                1
-                for f in state.data.filters.values()
-                if f.type in ("people", "deals")
-                and f.active_flag
-                and not f.temporary_flag
-                and not f.deleted
-            )
-
-
-# --- the fake Brevo --------------------------------------------------------------------
-
-
-class Brevo:
-    """The fake Brevo: its control API, and its API as another Brevo user would call it."""
-
-    def __init__(self, fake: RunningFake) -> None:
-        self.fake = fake
-
-    def emails(self, list_id: int) -> list[str]:
-        """The list's member emails, sorted."""
-        emails: list[str] = self.fake.control("GET", f"/_sandbox/lists/{list_id}/emails").json()[
-            "emails"
-        ]
-        return emails
-
-    def contact(self, email: str) -> dict[str, Any] | None:
-        """The contact, or None when Brevo has none with this address."""
-        response = httpx.get(
-            self.fake.url + "/_sandbox/contacts", params={"email": email}, timeout=10
-        )
-        if response.status_code == 404:
-            return None
-        assert response.status_code == 200, response.text
-        contact: dict[str, Any] = response.json()
-        return contact
-
-    def add_by_hand(self, email: str, *list_ids: int) -> None:
-        """A contact someone made in Brevo (in these lists)."""
-        body = {"email": email, "attributes": {"FIRSTNAME": "Hand"}, "listIds": list(list_ids)}
-        self.fake.control("POST", "/_sandbox/contacts", json=body)
-
-    def blocklist(self, email: str) -> None:
-        self.fake.control("PUT", f"/_sandbox/contacts/{email}/blocklist", json={"blocked": True})
-
-    def calls(self) -> dict[str, int]:
-        """Calls the fake's API has answered since the reset, by operation ("POST /contacts")."""
-        usage = self.fake.control("GET", "/_sandbox/usage").json()["calls"]
-        return {operation: sum(by_status.values()) for operation, by_status in usage.items()}
-
-    def writes(self) -> int:
-        """Write calls (POST, PUT, DELETE) the fake's API has answered since the reset."""
-        return sum(
-            count
-            for operation, count in self.calls().items()
-            if operation.split(" ", 1)[0] in WRITE_METHODS
-        )
-
-    def api(self, method: str, path: str) -> httpx.Response:
-        """A call to the Brevo API itself (as someone using Brevo's UI or API would)."""
-        return httpx.request(
-            method, self.fake.url + "/v3" + path, headers={"api-key": "someone-else"}, timeout=10
-        )
-
-    def get_list(self, list_id: int) -> dict[str, Any]:
-        response = self.api("GET", f"/contacts/lists/{list_id}")
-        assert response.status_code == 200, response.text
-        body: dict[str, Any] = response.json()
-        return body
-
-    def folders_named(self, name: str) -> list[int]:
-        response = self.api("GET", "/contacts/folders?limit=50&offset=0")
-        assert response.status_code == 200, response.text
-        return [f["id"] for f in response.json().get("folders", []) if f["name"] == name]
+# --- the fakes ----------------------------------------------------------------------------
 
 
 @pytest.fixture
 def pipedrive(pipedrive_fake: RunningFake) -> Pipedrive:
-    return Pipedrive(pipedrive_fake)
+    """The fake Pipedrive; persons and people filters are in the tier ``TIER`` by default."""
+    return Pipedrive(pipedrive_fake, tier=TIER)
 
 
 @pytest.fixture
 def brevo(brevo_fake: RunningFake) -> Brevo:
+    """The fake Brevo."""
     return Brevo(brevo_fake)
 
 
@@ -404,7 +228,7 @@ def test_first_sync_creates_the_list_in_a_pipedrive_folder_with_the_valid_emails
     assert service.filters()[hot]["last_job"]["id"] == job["id"]
     folders = brevo.folders_named("Pipedrive")
     assert len(folders) == 1
-    brevo_list = brevo.get_list(list_id)
+    brevo_list = brevo.list(list_id)
     assert brevo_list["name"] == "Hot leads (Pipedrive #2)"
     assert brevo_list["folderId"] == folders[0]
     assert brevo.emails(list_id) == sorted(contacts(synced))
@@ -421,7 +245,7 @@ def test_first_sync_creates_the_list_in_a_pipedrive_folder_with_the_valid_emails
     assert service.refresh()["created"] == 1
     small = snapshot(pipedrive, second)
     assert totals(completed(service.sync(second))) == expected({}, small)
-    second_list = brevo.get_list(list_id_of(service, second))
+    second_list = brevo.list(list_id_of(service, second))
     assert second_list["name"] == f"Integration small (Pipedrive #{second})"
     assert second_list["folderId"] == folders[0]
     assert brevo.folders_named("Pipedrive") == folders
@@ -435,7 +259,7 @@ def test_first_sync_uses_the_configured_folder(
     marketing = 2  # the Brevo demo account's "Marketing" folder
     service = start_service(BREVO_FOLDER_ID=str(marketing))
     filter_id, _, synced = linked_filter(service, pipedrive, "Configured folder", SMALL)
-    brevo_list = brevo.get_list(list_id_of(service, filter_id))
+    brevo_list = brevo.list(list_id_of(service, filter_id))
     assert brevo_list["folderId"] == marketing
     assert brevo_list["name"] == f"Configured folder (Pipedrive #{filter_id})"
     assert brevo.folders_named("Pipedrive") == []
@@ -654,7 +478,7 @@ def test_filter_deleted_in_pipedrive_is_soft_deleted_and_its_list_left_alone(
     row = service.filters()[filter_id]
     assert row["deleted_at"] is not None
     assert row["brevo_list_id"] == list_id
-    assert brevo.get_list(list_id)["name"] == f"Soon gone (Pipedrive #{filter_id})"
+    assert brevo.list(list_id)["name"] == f"Soon gone (Pipedrive #{filter_id})"
     assert brevo.emails(list_id) == sorted(contacts(synced))
 
     for params in ({}, {"dry_run": "true"}, {"force": "true"}):
@@ -679,7 +503,7 @@ def test_renamed_filter_renames_its_list(
     refreshed = service.refresh()
     assert (refreshed["created"], refreshed["updated"], refreshed["deleted"]) == (0, 1, 0)
     assert service.filters()[filter_id]["name"] == "New name"
-    assert brevo.get_list(list_id)["name"] == f"New name (Pipedrive #{filter_id})"
+    assert brevo.list(list_id)["name"] == f"New name (Pipedrive #{filter_id})"
     jobs = service.request("GET", "/api/jobs", params={"filter_id": filter_id}).json()["jobs"]
     assert len(jobs) == 1, jobs
 
@@ -842,7 +666,7 @@ def test_list_deleted_in_brevo_is_recreated_and_refilled(
     and says so in the job's note."""
     filter_id, _, synced = linked_filter(service, pipedrive, "Deleted list", SMALL)
     old_list = list_id_of(service, filter_id)
-    folder = brevo.get_list(old_list)["folderId"]
+    folder = brevo.list(old_list)["folderId"]
     assert brevo.api("DELETE", f"/contacts/lists/{old_list}").status_code == 204
 
     # A dry run sees the list gone and counts the refill the sync then does.
@@ -856,7 +680,7 @@ def test_list_deleted_in_brevo_is_recreated_and_refilled(
     assert new_list != old_list
     assert job["note"] and str(old_list) in job["note"] and "deleted" in job["note"]
     assert brevo.api("GET", f"/contacts/lists/{old_list}").status_code == 404
-    recreated = brevo.get_list(new_list)
+    recreated = brevo.list(new_list)
     assert recreated["name"] == f"Deleted list (Pipedrive #{filter_id})"
     assert recreated["folderId"] == folder
     assert brevo.emails(new_list) == sorted(contacts(synced))

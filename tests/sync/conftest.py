@@ -18,12 +18,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from pony import orm
 
 from sandbox.contract.ledger import ContractLedger
-from sandbox.pipedrive.fields import TIER_KEY
 from sandbox.recording import Exchange
 from service import jobs
 from service.clients.factory import pipedrive_client
@@ -31,18 +29,15 @@ from service.clock import ManualClock
 from service.config import Settings
 from service.db import Filter, bound_path
 from service.filter_refresh import refresh_filters
+from tests.fake_control import OTHER_BREVO_USER, WRITE_METHODS, Brevo, Pipedrive, service_settings
 from tests.fakes import RunningFake
 from workers.sync.runner import run_job
 
-WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # The Brevo demo account's "Marketing" folder: lists go there, so no folder is created.
 MARKETING_FOLDER = 2
 
 
 # --- recording the fakes' exchanges -----------------------------------------------------
-
-
-OTHER_BREVO_USER = "someone-else"  # the api-key of calls a test makes to Brevo's API itself
 
 
 class Exchanges:
@@ -122,173 +117,6 @@ def carries(exchange: Exchange, email: str) -> bool:
     """Whether the request (body or path) names ``email``, in any case."""
     text = (exchange.path + exchange.request_body.decode("utf-8", "replace")).lower()
     return email.lower() in text or email.lower().replace("@", "%40") in text
-
-
-# --- the fake Pipedrive -----------------------------------------------------------------
-
-
-def tier_conditions(tier: str) -> dict[str, Any]:
-    """People filter conditions: the custom field "Customer tier" (9011) equals ``tier``."""
-    return {
-        "glue": "and",
-        "conditions": [
-            {
-                "glue": "and",
-                "conditions": [
-                    {"object": "person", "field_id": "9011", "operator": "=", "value": tier}
-                ],
-            },
-            {"glue": "or", "conditions": []},
-        ],
-    }
-
-
-def title_conditions(prefix: str) -> dict[str, Any]:
-    """Deal filter conditions: the deal's title (12451) starts with ``prefix``."""
-    return {
-        "glue": "and",
-        "conditions": [
-            {
-                "glue": "and",
-                "conditions": [
-                    {
-                        "object": "deal",
-                        "field_id": "12451",
-                        "operator": "LIKE '$%'",
-                        "value": prefix,
-                    }
-                ],
-            },
-            {"glue": "or", "conditions": []},
-        ],
-    }
-
-
-class Pipedrive:
-    """The fake Pipedrive's control API."""
-
-    def __init__(self, fake: RunningFake) -> None:
-        self.fake = fake
-
-    def person(self, first: str, last: str | None, *emails: str, tier: str | None = None) -> int:
-        """Create a person (``tier`` puts it in that tier's people filter)."""
-        body: dict[str, Any] = {"first_name": first, "last_name": last, "emails": list(emails)}
-        if tier is not None:
-            body["custom_fields"] = {TIER_KEY: tier}
-        person_id: int = self.fake.control("POST", "/_sandbox/persons", json=body).json()["id"]
-        return person_id
-
-    def update_person(self, person_id: int, **body: Any) -> None:
-        self.fake.control("PATCH", f"/_sandbox/persons/{person_id}", json=body)
-
-    def set_tier(self, person_id: int, tier: str | None) -> None:
-        self.update_person(person_id, custom_fields={TIER_KEY: tier})
-
-    def filter(self, name: str, type_: str, conditions: dict[str, Any]) -> int:
-        body = {"name": name, "type": type_, "conditions": conditions}
-        filter_id: int = self.fake.control("POST", "/_sandbox/filters", json=body).json()["id"]
-        return filter_id
-
-    def people_filter(self, name: str, tier: str) -> int:
-        """A people filter of the persons in ``tier``."""
-        return self.filter(name, "people", tier_conditions(tier))
-
-    def deal_filter(self, name: str, prefix: str) -> int:
-        """A deal filter of the deals whose title starts with ``prefix``."""
-        return self.filter(name, "deals", title_conditions(prefix))
-
-    def update_filter(self, filter_id: int, **body: Any) -> None:
-        self.fake.control("PATCH", f"/_sandbox/filters/{filter_id}", json=body)
-
-    def delete_filter(self, filter_id: int) -> None:
-        self.fake.control("DELETE", f"/_sandbox/filters/{filter_id}")
-
-    def deal(self, title: str, person_id: int | None) -> int:
-        body = {"title": title, "person_id": person_id, "status": "open"}
-        deal_id: int = self.fake.control("POST", "/_sandbox/deals", json=body).json()["id"]
-        return deal_id
-
-    def calls(self) -> dict[str, int]:
-        """API calls answered since the reset, by ``METHOD /path``."""
-        calls: dict[str, int] = self.fake.control("GET", "/_sandbox/usage").json()["calls"]
-        return calls
-
-
-# --- the fake Brevo ---------------------------------------------------------------------
-
-
-class Brevo:
-    """The fake Brevo: its control API, and its API as another Brevo user would call it."""
-
-    def __init__(self, fake: RunningFake) -> None:
-        self.fake = fake
-
-    def emails(self, list_id: int) -> list[str]:
-        """The list's member emails, sorted."""
-        emails: list[str] = self.fake.control("GET", f"/_sandbox/lists/{list_id}/emails").json()[
-            "emails"
-        ]
-        return emails
-
-    def contact(self, email: str) -> dict[str, Any] | None:
-        """The contact, or None when Brevo has none with this address."""
-        response = httpx.get(
-            self.fake.url + "/_sandbox/contacts", params={"email": email}, timeout=10
-        )
-        if response.status_code == 404:
-            return None
-        assert response.status_code == 200, response.text
-        contact: dict[str, Any] = response.json()
-        return contact
-
-    def add_by_hand(self, email: str, *list_ids: int) -> None:
-        """A contact someone made in Brevo (in these lists)."""
-        body = {"email": email, "attributes": {"FIRSTNAME": "Hand"}, "listIds": list(list_ids)}
-        self.fake.control("POST", "/_sandbox/contacts", json=body)
-
-    def blocklist(self, email: str) -> None:
-        self.fake.control("PUT", f"/_sandbox/contacts/{email}/blocklist", json={"blocked": True})
-
-    def reject_imports_of(self, *emails: str) -> None:
-        self.fake.control("PUT", "/_sandbox/import-rejects", json={"emails": list(emails)})
-
-    def faults(self, *faults: dict[str, Any]) -> None:
-        self.fake.control("PUT", "/_sandbox/faults", json={"faults": list(faults), "latency": []})
-
-    def calls(self) -> dict[str, dict[str, int]]:
-        """API calls answered since the reset: ``{"METHOD /template": {"status": n}}``."""
-        calls: dict[str, dict[str, int]] = self.fake.control("GET", "/_sandbox/usage").json()[
-            "calls"
-        ]
-        return calls
-
-    def writes(self) -> int:
-        """Write calls (POST, PUT, DELETE) the fake's API has answered since the reset."""
-        return sum(
-            sum(by_status.values())
-            for operation, by_status in self.calls().items()
-            if operation.split(" ", 1)[0] in WRITE_METHODS
-        )
-
-    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """A call to the Brevo API itself (as someone using Brevo would make it)."""
-        return httpx.request(
-            method,
-            self.fake.url + "/v3" + path,
-            headers={"api-key": OTHER_BREVO_USER},
-            timeout=10,
-            **kwargs,
-        )
-
-    def list(self, list_id: int) -> dict[str, Any]:
-        response = self.api("GET", f"/contacts/lists/{list_id}")
-        assert response.status_code == 200, response.text
-        body: dict[str, Any] = response.json()
-        return body
-
-    def delete_list(self, list_id: int) -> None:
-        response = self.api("DELETE", f"/contacts/lists/{list_id}")
-        assert response.status_code == 204, response.text
 
 
 # --- the engine -------------------------------------------------------------------------
@@ -377,10 +205,9 @@ def world(
     Pipedrive stamps ``update_time`` by the wall clock, and deal filters compare the two)."""
     configured = replace(
         settings,
-        pipedrive_api_token="pd-sync-tests",
-        pipedrive_base_url=pipedrive_fake.url,
-        brevo_api_key="xkeysib-sync-tests",
-        brevo_base_url=brevo_fake.url + "/v3",
+        **service_settings(
+            pipedrive_fake, brevo_fake, token="pd-sync-tests", key="xkeysib-sync-tests"
+        ),
         brevo_folder_id=MARKETING_FOLDER,
     )
     yield World(
