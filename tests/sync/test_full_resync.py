@@ -14,7 +14,6 @@ from typing import Any
 
 from service import jobs
 from service.clients.errors import ApiError
-from service.clients.factory import brevo_client, pipedrive_client
 from tests.sync.conftest import (
     MARKETING_FOLDER,
     Exchanges,
@@ -381,18 +380,8 @@ def test_list_deleted_during_a_run_does_not_mark_its_contacts_rejected(world: Wo
             deleted.append(world.list_id(filter_id))
             world.brevo.delete_list(deleted[0])
 
-    settings = world.settings
     try:
-        FullResync(
-            job,
-            pipedrive_client(settings),
-            brevo_client(settings),
-            folder_id=settings.brevo_folder_id,
-            brake_ratio=settings.removal_brake_ratio,
-            brake_min=settings.removal_brake_min,
-            now=world.clock.now,
-            check=delete_the_list_once,
-        ).run()
+        FullResync.for_settings(job, world.settings, world.clock.now, delete_the_list_once).run()
         finish_job(job.id, job.token, world.clock.now())
     except ApiError as exc:
         fail_job(job.id, job.token, world.clock.now(), str(exc))

@@ -14,7 +14,9 @@ from datetime import UTC, datetime
 
 from service.clients.brevo import BrevoClient
 from service.clients.errors import ApiNotFound
+from service.clients.factory import brevo_client, pipedrive_client
 from service.clients.pipedrive import PipedriveClient
+from service.config import Settings
 from service.db import db, db_session
 from workers.sync import ledger
 from workers.sync.apply import Applier
@@ -69,6 +71,22 @@ class FullResync:
         self.brake_min = brake_min
         self.now = now
         self.check = check
+
+    @classmethod
+    def for_settings(
+        cls, job: ClaimedJob, settings: Settings, now: Callable[[], int], check: Callable[[], None]
+    ) -> FullResync:
+        """A resync with the clients, folder and brake the settings give."""
+        return cls(
+            job,
+            pipedrive_client(settings),
+            brevo_client(settings),
+            folder_id=settings.brevo_folder_id,
+            brake_ratio=settings.removal_brake_ratio,
+            brake_min=settings.removal_brake_min,
+            now=now,
+            check=check,
+        )
 
     def _members(self) -> Iterable[list[Member]]:
         if self.job.filter_type == "deals":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from service.clients.errors import ApiError
-from service.clients.factory import MissingCredential, brevo_client, pipedrive_client
+from service.clients.factory import MissingCredential
 from service.clock import Clock
 from service.config import Settings
 from service.logs import log_context
@@ -65,16 +65,7 @@ def _run(job: ClaimedJob, settings: Settings, clock: Clock, beat: Heartbeat) -> 
             raise JobRefused("the filter was deleted in Pipedrive; its Brevo list is untouched")
         if job.filter_type not in ("people", "deals"):
             raise JobRefused("the filter's type is unknown: refresh the filters first")
-        FullResync(
-            job,
-            pipedrive_client(settings),
-            brevo_client(settings),
-            folder_id=settings.brevo_folder_id,
-            brake_ratio=settings.removal_brake_ratio,
-            brake_min=settings.removal_brake_min,
-            now=clock.now,
-            check=beat.check,
-        ).run()
+        FullResync.for_settings(job, settings, clock.now, beat.check).run()
     except (BrakeHeld, JobRefused, MissingCredential) as exc:
         return str(exc)
     except ApiError as exc:
