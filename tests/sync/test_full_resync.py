@@ -471,6 +471,30 @@ def test_failing_brevo_call_fails_the_job_and_keeps_only_confirmed_batches(
     assert world.ledger(filter_id)[joined[skipped]] == (skipped, "listed", 1)
 
 
+def test_many_rows_missing_from_a_read_back_are_sent_again_not_remembered_as_rejected(
+    world: World, exchanges: Exchanges
+) -> None:
+    """More than 20 rows of an import missing from the list say more about the read-back
+    than the rows: they stay unconfirmed, the job says so, and the next run sends them."""
+    people = [(f"Mis{i:02d}", f"mis{i:02d}@fr.example.com") for i in range(1, 26)]
+    filter_id, _ = people_filter(world, "MISS", *people)
+    missing = [email for _, email in people[:21]]
+    world.brevo.reject_imports_of(*missing)
+
+    first = completed(world.sync(filter_id))
+    assert counts(first) == (25, 4, 0, 0, 0)
+    assert first.note is not None and "sends them again" in first.note
+    assert all(state == "listed" for _, state, _ in world.ledger(filter_id).values())
+    assert len(world.ledger(filter_id)) == 4
+
+    world.brevo.reject_imports_of()
+    mark = exchanges.mark()
+    second = completed(world.sync(filter_id))
+    assert counts(second) == (25, 21, 0, 0, 0)
+    assert all(writes_carrying(exchanges, email, mark) for email in missing)
+    assert world.brevo.emails(world.list_id(filter_id)) == sorted(e for _, e in people)
+
+
 def test_brevo_refusing_the_list_fails_the_job_with_its_message(world: World) -> None:
     world.settings = replace(world.settings, brevo_folder_id=987654)
     filter_id, _ = people_filter(world, "FOLDER", ("Flo", "flo@fr.example.com"))

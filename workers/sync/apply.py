@@ -13,7 +13,7 @@ from datetime import datetime
 from service.clients.brevo import BrevoClient, BrevoContact
 from service.clients.errors import ApiNotFound, ApiRequestError, ApiUnavailable
 from workers.sync import ledger
-from workers.sync.claims import ClaimedJob
+from workers.sync.claims import ClaimedJob, set_note
 from workers.sync.contacts import Member, contact_row_json
 from workers.sync.ledger import PendingContact
 
@@ -26,6 +26,8 @@ IMPORT_MAX_BYTES = 8_000_000
 ONE_BY_ONE_MAX = 20
 REMOVE_BATCH = 150
 PENDING_PAGE = 1000
+# Rows an import's read-back did not show, up to this many, are checked one call each.
+VERIFY_MAX = 20
 
 
 def _attributes(contact: PendingContact) -> dict[str, object]:
@@ -202,6 +204,34 @@ class Applier:
                 self.now(),
                 first_ids,
             )
+        self._settle_missing(first_ids, started.started_at)
+
+    def _settle_missing(self, first_ids: tuple[int, int], started_at: float) -> None:
+        """Decide the rows of an import that the read-back did not show.
+
+        A few are asked about one by one: in the list means confirmed (a read-back that
+        lagged), absent means Brevo rejected the row. Many missing rows say more about the
+        read-back than about the rows, so they stay pending and the next run sends them
+        again rather than remembering them as rejected.
+        """
+        missing = ledger.pending_emails(self.job.id, first_ids, VERIFY_MAX + 1)
+        if len(missing) > VERIFY_MAX:
+            log.warning("import rows missing from the read-back", extra={"first_ids": first_ids})
+            set_note(
+                self.job.id,
+                self.job.token,
+                "Some imported contacts did not show in the list when it was read back; "
+                "the next sync sends them again.",
+            )
+            return
+        for email in missing:
+            self.check()
+            contact = self.brevo.get_contact(email)
+            if contact is not None and self.list_id in contact.list_ids:
+                created = [email] if _created_since(contact, started_at) else []
+                ledger.confirm_sent(
+                    self.job.id, self.job.token, self.job.filter_id, [email], created, self.now()
+                )
         rejected = ledger.reject_sent(
             self.job.id, self.job.token, self.job.filter_id, [], self.now(), first_ids
         )

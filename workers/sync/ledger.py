@@ -142,6 +142,17 @@ def confirm_sent(
 
 
 @db_session
+def pending_emails(job_id: int, first_ids: tuple[int, int], limit: int) -> list[str]:
+    """Emails of a sent range that Brevo has not confirmed yet (at most ``limit``)."""
+    where, params = _pending_of([], first_ids)
+    params.update(job_id=job_id, limit=limit)
+    rows = db.select(
+        f"DISTINCT email FROM sync_members WHERE {where} ORDER BY email LIMIT $limit", params
+    )
+    return [str(r) for r in rows]
+
+
+@db_session
 def reject_sent(
     job_id: int,
     token: str,
