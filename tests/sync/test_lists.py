@@ -50,3 +50,17 @@ def test_target_list_note_only_when_replaced() -> None:
     assert TargetList(6, replaced=5).note() == (
         "Brevo list 5 was deleted in Brevo: created list 6 and filled it again."
     )
+
+
+def test_of_several_pipedrive_folders_the_oldest_takes_the_lists(world: World) -> None:
+    """Two worker processes racing to make the folder leave two; every process then
+    settles on the oldest one."""
+    world.settings = replace(world.settings, brevo_folder_id=None)
+    made = [
+        world.brevo.api("POST", "/contacts/folders", json={"name": "Pipedrive"}).json()["id"]
+        for _ in range(2)
+    ]
+    filter_id = world.pipedrive.people_filter("Raced", "LISTRACE")
+    world.refresh()
+    completed(world.sync(filter_id))
+    assert world.brevo.list(world.list_id(filter_id))["folderId"] == min(made)

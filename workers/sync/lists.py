@@ -15,7 +15,7 @@ from workers.sync.claims import ClaimedJob, check_claim
 
 log = logging.getLogger(__name__)
 
-# Two jobs of this worker creating the first list at once would make two folders.
+# Two jobs of this worker process creating the first list at once would make two folders.
 _folder_lock = threading.Lock()
 
 
@@ -41,10 +41,18 @@ def folder_for_lists(brevo: BrevoClient, folder_id: int | None) -> int:
     if folder_id is not None:
         return folder_id
     with _folder_lock:
-        for folder in brevo.list_folders():
-            if folder.name == DEFAULT_FOLDER_NAME:
-                return folder.id
-        return brevo.create_folder(DEFAULT_FOLDER_NAME)
+        found = _named_folders(brevo)
+        if found:
+            return found[0]
+        created = brevo.create_folder(DEFAULT_FOLDER_NAME)
+        # Another worker process may have created one at the same moment: every process
+        # settles on the oldest, so the lists still share one folder.
+        return min(_named_folders(brevo) or [created])
+
+
+def _named_folders(brevo: BrevoClient) -> list[int]:
+    """The ids of the folders named "Pipedrive", oldest first."""
+    return sorted(f.id for f in brevo.list_folders() if f.name == DEFAULT_FOLDER_NAME)
 
 
 @db_session
