@@ -61,3 +61,15 @@ def test_remove_expired_sessions_task(clean_db: Path, tmp_path: Path) -> None:
     huey.execute(huey.dequeue())
     assert sessions.validate_session(old.token, clock.now()) is None
     assert sessions.validate_session(new.token, clock.now()) is not None
+
+
+def test_refresh_task_without_a_token_logs_what_is_missing(
+    clean_db: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A setup without PIPEDRIVE_API_TOKEN is a warning naming it, not a crashed task."""
+    huey = build_huey(f"sqlite:///{tmp_path / 'queue.db'}")
+    register_tasks(huey, Settings()).refresh_filters()
+    with caplog.at_level("WARNING", logger="workers.tasks"):
+        huey.execute(huey.dequeue())
+    [record] = [r for r in caplog.records if r.getMessage() == "filter refresh failed"]
+    assert "PIPEDRIVE_API_TOKEN" in record.__dict__["error"]

@@ -45,11 +45,17 @@ def register_tasks(huey: Huey, settings: Settings, clock: Clock | None = None) -
 
     @huey.task(name="refresh_filters")  # type: ignore[untyped-decorator]
     def refresh_filters() -> None:
-        from service.clients.factory import brevo_client, pipedrive_client
+        from service.clients.errors import ApiError
+        from service.clients.factory import MissingCredential, brevo_client, pipedrive_client
         from service.filter_refresh import refresh_filters as refresh
 
-        brevo = brevo_client(settings) if settings.brevo_api_key else None
-        refresh(pipedrive_client(settings), brevo, clock.now(), run_sync_job)
+        try:
+            brevo = brevo_client(settings) if settings.brevo_api_key else None
+            refresh(pipedrive_client(settings), brevo, clock.now(), run_sync_job)
+        except (MissingCredential, ApiError) as exc:
+            # Expected while the setup is incomplete or Pipedrive is down: say it plainly;
+            # the next period tries again.
+            log.warning("filter refresh failed", extra={"error": str(exc)})
 
     return Tasks(
         remove_expired_sessions=remove_expired_sessions,
