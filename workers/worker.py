@@ -12,7 +12,7 @@ from service.db import bind_database
 from service.shutdown import ShutdownRequests
 from workers.periodic import Duty, PeriodicLoop
 from workers.queue import build_huey, run_consumer
-from workers.sync.schedule import schedule_full_resyncs
+from workers.sync.schedule import CHECK_SECONDS, schedule_full_resyncs
 from workers.sync.sweeper import sweep
 from workers.tasks import Tasks, register_tasks
 
@@ -31,8 +31,10 @@ def worker_duties(settings: Settings, tasks: Tasks, clock: Clock) -> list[Duty]:
         sweep(clock.now(), settings.job_stale_seconds, tasks.run_sync_job)
 
     def resync_linked_filters() -> None:
-        scheduled = schedule_full_resyncs(clock.now(), tasks.run_sync_job)
-        log.info("scheduled full resyncs", extra={"jobs": scheduled})
+        period = settings.full_resync_seconds
+        scheduled = schedule_full_resyncs(clock.now(), tasks.run_sync_job, period)
+        if scheduled:
+            log.info("scheduled full resyncs", extra={"jobs": scheduled})
 
     return [
         Duty(
@@ -42,7 +44,11 @@ def worker_duties(settings: Settings, tasks: Tasks, clock: Clock) -> list[Duty]:
         ),
         Duty("sweep_jobs", sweep_every(settings.job_stale_seconds), sweep_jobs),
         Duty("refresh_filters", settings.filter_refresh_seconds, tasks.refresh_filters),
-        Duty("full_resync", settings.full_resync_seconds, resync_linked_filters),
+        Duty(
+            "full_resync",
+            min(CHECK_SECONDS, settings.full_resync_seconds),
+            resync_linked_filters,
+        ),
     ]
 
 
