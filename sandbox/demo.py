@@ -1,5 +1,5 @@
 """Set-up steps of ``scripts/run --sandbox``: wait for the fakes, then register the
-service's webhooks in the fake Pipedrive through the real client, as an admin would."""
+service's webhooks in the fake Pipedrive as ``pbsync webhooks install`` does."""
 
 from __future__ import annotations
 
@@ -9,12 +9,9 @@ import time
 
 import httpx
 
-from service.clients.errors import ApiError
 from service.clients.pipedrive import PipedriveClient
 from service.clients.usage import MemoryUsage
-
-WEBHOOK_NAME = "pipedrive-brevo-sync"
-OBJECTS = ("person", "deal", "organization")
+from service.webhooks_install import InstallFailed, install_webhooks
 
 
 def wait_until_up(urls: list[str], timeout: float = 30.0) -> None:
@@ -32,22 +29,6 @@ def wait_until_up(urls: list[str], timeout: float = 30.0) -> None:
             time.sleep(0.1)
 
 
-def register_webhooks(client: PipedriveClient, url: str, user: str, password: str) -> int:
-    """Register ours for persons, deals and organizations unless already there; return how
-    many were created."""
-    existing = {
-        (w.event_object, w.subscription_url)
-        for w in client.list_webhooks()
-        if w.name == WEBHOOK_NAME
-    }
-    created = 0
-    for event_object in OBJECTS:
-        if (event_object, url) not in existing:
-            client.create_webhook(url, "*", event_object, WEBHOOK_NAME, user, password)
-            created += 1
-    return created
-
-
 def main(argv: list[str] | None = None) -> int:
     """``python -m sandbox.demo --pipedrive URL --brevo URL --webhook-url URL``."""
     parser = argparse.ArgumentParser(prog="python -m sandbox.demo")
@@ -62,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     wait_until_up([args.pipedrive, args.brevo.rstrip("/").removesuffix("/v3")])
     client = PipedriveClient(args.pipedrive, args.token, usage=MemoryUsage())
     try:
-        register_webhooks(client, args.webhook_url, args.webhook_user, args.webhook_password)
-    except ApiError as exc:
+        install_webhooks(client, args.webhook_url, args.webhook_user, args.webhook_password)
+    except InstallFailed as exc:
         sys.exit(f"sandbox: could not register the webhooks: {exc}")
     return 0
 

@@ -2,7 +2,8 @@
 
 Upserts by Pipedrive id, soft-deletes filters that vanished upstream (their Brevo lists
 are left alone), renames the Brevo list of a renamed linked filter, and schedules a full
-resync of a linked filter whose conditions changed. No database session is held across an
+resync of a linked filter whose conditions changed; when given the webhook target, it also
+registers again our webhooks that Pipedrive deleted. No database session is held across an
 HTTP call: the database work is done in short sessions between the calls.
 """
 
@@ -24,6 +25,7 @@ from service.db import Filter
 from service.filters import FilterView, list_filters
 from service.jobs import FilterBusy, Job, create_job
 from service.list_names import brevo_list_name
+from service.webhooks_install import WebhookTarget, ensure_webhooks
 
 log = logging.getLogger(__name__)
 
@@ -209,16 +211,28 @@ def _rename_list(brevo: BrevoClient | None, rename: _Rename) -> None:
     log.info("brevo list renamed after its filter", extra={**extra, "list_name": list_name})
 
 
+def _ensure_webhooks(pipedrive: PipedriveClient, target: WebhookTarget) -> None:
+    try:
+        ensure_webhooks(pipedrive, target)
+    except ApiError as exc:
+        log.warning("checking the pipedrive webhooks failed: %s", exc)
+    except Exception:
+        log.exception("checking the pipedrive webhooks failed")
+
+
 def refresh_filters(
     pipedrive: PipedriveClient,
     brevo: BrevoClient | None,
     now: int,
     enqueue_job: Callable[[int], None],
+    webhooks: WebhookTarget | None = None,
 ) -> RefreshResult:
     """Mirror Pipedrive's people and deal filters into the database (DESIGN section 5).
 
     Raises the client's ``ApiError`` when Pipedrive cannot be read; Brevo failures (a list
-    rename) are logged and do not fail the refresh. ``brevo`` None skips renames.
+    rename) are logged and do not fail the refresh. ``brevo`` None skips renames. With
+    ``webhooks``, our webhooks that Pipedrive deleted are registered again (a failure there
+    is logged and does not fail the refresh either).
     """
     upstream = _fetch_upstream(pipedrive)
     changes = _apply_listing(upstream, now)
@@ -226,6 +240,8 @@ def refresh_filters(
         _check_conditions(pipedrive, filter_id, update_time, now, enqueue_job)
     for rename in changes.renames:
         _rename_list(brevo, rename)
+    if webhooks is not None:
+        _ensure_webhooks(pipedrive, webhooks)
     log.info(
         "filters refreshed",
         extra={

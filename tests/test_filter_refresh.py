@@ -352,3 +352,61 @@ def test_two_refreshes_at_once_create_each_filter_once(
         results = list(pool.map(run, [refresh, other]))
     assert sum(r.created for r in results) == 5
     assert sorted(rows(clean_db)) == sorted(SEEDED)
+
+
+# Re-registration of our webhooks (Pipedrive deletes one after three days of failed
+# deliveries): the refresh checks them when given the target.
+
+HOOK_URL = "https://sync.example.com/webhooks/pipedrive"
+
+
+def test_a_refresh_with_the_webhook_target_registers_a_deleted_webhook_again(
+    refresh: Refresher, caplog: pytest.LogCaptureFixture
+) -> None:
+    from service.webhooks_install import WebhookTarget, install_webhooks, is_ours
+
+    target = WebhookTarget(HOOK_URL, "pipedrive", "Hook-Pw-Refresh-4471")
+    installed = install_webhooks(refresh.pipedrive, target.url, target.user, target.password)
+    person = next(w for w in installed.created if w.event_object == "person")
+    refresh.pipedrive.delete_webhook(person.id)
+
+    with caplog.at_level(logging.WARNING):
+        result = refresh_filters(
+            refresh.pipedrive, refresh.brevo, NOW, refresh.enqueued.append, webhooks=target
+        )
+    assert result.created == 5
+    ours = [w for w in refresh.pipedrive.list_webhooks() if is_ours(w)]
+    assert sorted(w.event_object for w in ours) == ["deal", "organization", "person"]
+    (record,) = caplog.records
+    assert record.name == "service.webhooks_install" and "registered again" in record.message
+    assert record.event_object == "person"  # type: ignore[attr-defined]
+
+    # Nothing missing: one list call and nothing else.
+    listed = refresh.pipedrive_calls("/v1/webhooks")
+    refresh_filters(refresh.pipedrive, refresh.brevo, NOW, refresh.enqueued.append, target)
+    assert refresh.pipedrive_calls("/v1/webhooks") == listed + 1
+    assert len([w for w in refresh.pipedrive.list_webhooks() if is_ours(w)]) == 3
+
+
+def test_without_the_webhook_target_the_refresh_does_not_look_at_webhooks(
+    refresh: Refresher,
+) -> None:
+    refresh()
+    assert refresh.pipedrive_calls("/v1/webhooks") == 0
+
+
+def test_a_failed_webhook_check_is_logged_and_the_refresh_succeeds(
+    refresh: Refresher, clean_db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from service.webhooks_install import WebhookTarget
+
+    # Pipedrive refuses to register a non-http URL (400).
+    target = WebhookTarget("ftp://sync.example.com/hook", "pipedrive", "Hook-Pw-Refresh-4471")
+    with caplog.at_level(logging.WARNING, logger="service.filter_refresh"):
+        result = refresh_filters(
+            refresh.pipedrive, refresh.brevo, NOW, refresh.enqueued.append, webhooks=target
+        )
+    assert result.created == 5 and sorted(rows(clean_db)) == sorted(SEEDED)
+    (record,) = [r for r in caplog.records if r.name == "service.filter_refresh"]
+    assert record.message.startswith("checking the pipedrive webhooks failed: ")
+    assert "400" in record.message and "Hook-Pw-Refresh-4471" not in caplog.text

@@ -48,10 +48,12 @@ def register_tasks(huey: Huey, settings: Settings, clock: Clock | None = None) -
         from service.clients.errors import ApiError
         from service.clients.factory import MissingCredential, brevo_client, pipedrive_client
         from service.filter_refresh import refresh_filters as refresh
+        from service.webhooks_install import WebhookTarget
 
         try:
             brevo = brevo_client(settings) if settings.brevo_api_key else None
-            refresh(pipedrive_client(settings), brevo, clock.now(), run_sync_job)
+            webhooks = WebhookTarget.from_settings(settings)
+            refresh(pipedrive_client(settings), brevo, clock.now(), run_sync_job, webhooks)
         except (MissingCredential, ApiError) as exc:
             # Expected while the setup is incomplete or Pipedrive is down: say it plainly;
             # the next period tries again.

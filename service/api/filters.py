@@ -16,6 +16,7 @@ from service.clients.errors import ApiError as ClientApiError
 from service.errors import ApiError
 from service.filter_refresh import RefreshResult
 from service.filter_refresh import refresh_filters as run_refresh
+from service.webhooks_install import WebhookTarget
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,8 @@ def _refresh(context: WebContext) -> RefreshResult:
     settings = context.settings
     pipedrive = factory.pipedrive_client(settings)
     brevo = factory.brevo_client(settings) if settings.brevo_api_key else None
-    return run_refresh(pipedrive, brevo, context.clock.now(), context.enqueue_job)
+    webhooks = WebhookTarget.from_settings(settings)
+    return run_refresh(pipedrive, brevo, context.clock.now(), context.enqueue_job, webhooks)
 
 
 async def refresh_filters(request: Request) -> JSONResponse:
