@@ -212,6 +212,25 @@ def _brevo_empty_204s(document: Mapping[str, Any]) -> list[Edit]:
     return edits
 
 
+def _pipedrive_401_error_info(document: Mapping[str, Any]) -> list[Edit]:
+    edits = []
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if not isinstance(operation, dict):
+                continue
+            response = operation.get("responses", {}).get("401")
+            schema = (
+                (response or {}).get("content", {}).get("application/json", {}).get("schema", {})
+            )
+            if schema.get("title") == "unathorizedResponse":
+                pointer = (
+                    f"/paths/{escape(path)}/{method}/responses/401/content/application~1json"
+                    "/schema/properties"
+                )
+                edits.append(Edit(pointer, "set", "error_info", {"type": "string"}))
+    return edits
+
+
 def _required_own_key(*branches: tuple[str, str]) -> list[Edit]:
     return [
         Edit(f"/components/schemas/{schema}", "set", "required", [key]) for schema, key in branches
@@ -238,6 +257,13 @@ CORRECTIONS: tuple[Correction, ...] = (
             *(e for s in _DEAL_SCHEMAS for e in _nullable(s, "person_id", "org_id")),
             *(e for s in _PERSON_SCHEMAS for e in _nullable(s, "last_name", "org_id")),
         ),
+    ),
+    Correction(
+        "Pipedrive v1",
+        "the 401 answer `unathorizedResponse` (`/webhooks`, `/users/...`)",
+        "pipedrive-v1",
+        "every unathorizedResponse 401 schema gains the string property error_info",
+        _pipedrive_401_error_info,
     ),
     Correction(
         "Brevo v3",
