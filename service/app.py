@@ -16,6 +16,7 @@ from starlette.routing import Route
 from service import sessions
 from service.api import filters, health, jobs, sync
 from service.api import session as session_api
+from service.api import webhook as webhook_api
 from service.api.context import WebContext
 from service.auth import SessionAuthMiddleware
 from service.body_limit import MAX_BODY_BYTES, BodyLimitMiddleware
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 ROUTES = [
     Route("/healthz", health.healthz, methods=["GET"]),
     Route("/openapi.json", openapi_json, methods=["GET"]),
+    Route("/webhooks/pipedrive", webhook_api.pipedrive_webhook, methods=["POST"]),
     Route("/api/session", session_api.login, methods=["POST"]),
     Route("/api/session", session_api.logout, methods=["DELETE"]),
     Route("/api/filters", filters.list_filters, methods=["GET"]),
@@ -72,11 +74,13 @@ def create_app(
     settings: Settings,
     clock: Clock | None = None,
     enqueue_job: Callable[[int], None] | None = None,
+    enqueue_drain: Callable[[], None] | None = None,
 ) -> Starlette:
     """Build the web app for ``settings``; the database is bound when its lifespan starts.
 
     ``enqueue_job`` puts a job id on the worker queue; by default the huey queue of
-    ``settings.queue_url``.
+    ``settings.queue_url``. ``enqueue_drain`` hints the worker to drain the webhook inbox
+    after a delivery is committed; none yet by default (the rows wait in the inbox).
     """
     clock = clock or SystemClock()
     if enqueue_job is None:
@@ -94,7 +98,13 @@ def create_app(
     app = Starlette(
         routes=ROUTES,
         middleware=[
-            Middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES),
+            # First: an oversize body is refused before anything reads it or authenticates.
+            Middleware(
+                BodyLimitMiddleware,
+                max_bytes=MAX_BODY_BYTES,
+                prefix_limits={"/webhooks/": webhook_api.MAX_WEBHOOK_BODY_BYTES},
+            ),
+            # Guards /api only; the webhook route authenticates with HTTP Basic itself.
             Middleware(
                 SessionAuthMiddleware,
                 clock=clock,
@@ -106,6 +116,10 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.context = WebContext(
-        settings=settings, clock=clock, password=password, enqueue_job=enqueue_job
+        settings=settings,
+        clock=clock,
+        password=password,
+        enqueue_job=enqueue_job,
+        enqueue_drain=enqueue_drain,
     )
     return app

@@ -178,6 +178,23 @@ class SyncMember(db.Entity):  # type: ignore[name-defined,misc]
     composite_key(job, entity_id)
 
 
+class InboxEvent(db.Entity):  # type: ignore[name-defined,misc]
+    """One webhook delivery, stored before it was answered (written by ``service.inbox``)."""
+
+    _table_ = "inbox"
+    id = PrimaryKey(int, auto=True, size=64)
+    event_key = Required(str, unique=True)
+    version = Optional(str, nullable=True)
+    object = Optional(str, nullable=True)
+    action = Optional(str, nullable=True)
+    entity_id = Optional(int, size=64)
+    occurred_at = Optional(int, size=64)
+    received_at = Required(int, size=64)
+    status = Required(str)
+    reason = Optional(str, nullable=True)
+    payload = Required(str)
+
+
 @db.on_connect(provider="sqlite")  # type: ignore[untyped-decorator]
 def _sqlite_pragmas(database: Any, connection: sqlite3.Connection) -> None:
     schema.apply_pragmas(connection)

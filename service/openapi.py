@@ -146,6 +146,55 @@ PATHS: dict[str, Any] = {
             "responses": {"200": _json({"type": "object"}, "The OpenAPI document")},
         }
     },
+    "/webhooks/pipedrive": {
+        "post": {
+            "summary": "Receive a Pipedrive webhook delivery (v1 or v2)",
+            "description": (
+                "Authenticated with HTTP Basic (WEBHOOK_USER, WEBHOOK_PASSWORD), not a session. "
+                "The delivery is committed to the inbox before the answer. A redelivery of a "
+                "stored event is a duplicate; valid JSON about objects the sync does not use, "
+                "or without the ids it needs, is stored as ignored and still answered 200."
+            ),
+            "security": [{"webhookBasic": []}],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "description": "A webhooks v2 {meta, data, previous} or v1 "
+                            "{v, meta, current, previous, retry, event} body",
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": ["status"],
+                        "properties": {
+                            "status": {
+                                "type": "string",
+                                "enum": ["received", "duplicate", "ignored"],
+                            }
+                        },
+                    },
+                    "Stored (received: for the sync; ignored: kept, not used), or already stored",
+                ),
+                "400": _error("Not UTF-8, not JSON, not an object, or nested over 64 levels"),
+                "401": {
+                    **_error("Missing or wrong HTTP Basic credentials"),
+                    "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+                },
+                "413": _error("Request body over 256 KiB"),
+                "415": _error("The body is not application/json"),
+                "503": _error(
+                    "Webhook credentials not configured, or the delivery could not be stored"
+                ),
+            },
+        }
+    },
     "/api/session": {
         "post": {
             "summary": "Log in with the admin password",
@@ -353,6 +402,7 @@ DOCUMENT: dict[str, Any] = {
         "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer"},
             "cookie": {"type": "apiKey", "in": "cookie", "name": "pbsync_session"},
+            "webhookBasic": {"type": "http", "scheme": "basic"},
         },
     },
     "security": [{"bearer": []}, {"cookie": []}],

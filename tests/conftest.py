@@ -52,6 +52,7 @@ TABLES = (
     "api_calls",
     "api_rate_limits",
     "api_pacing",
+    "inbox",
 )
 
 

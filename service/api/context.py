@@ -21,6 +21,9 @@ class WebContext:
     password: AdminPassword
     # Puts a sync job's id on the worker queue; blocking, so call it from a thread.
     enqueue_job: Callable[[int], None]
+    # Hints the worker to drain the webhook inbox, after a delivery is committed; blocking.
+    # None until the drain exists: the rows wait in the inbox meanwhile.
+    enqueue_drain: Callable[[], None] | None = None
 
 
 def web_context(request: Request) -> WebContext:

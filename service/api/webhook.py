@@ -1,0 +1,127 @@
+"""``POST /webhooks/pipedrive``: Pipedrive's webhook deliveries, v1 and v2, into the inbox.
+
+Checks in the order of ``reference/reliability.md`` section 6: the size (the body limit
+middleware, 256 KiB here), HTTP Basic, the content type, the body; then the delivery is
+committed to the inbox and only then answered 200 ``{"status": "received" | "duplicate" |
+"ignored"}``. Authenticated JSON that the sync does not use is stored as ignored and
+answered 200: a 4xx would make Pipedrive retry and count toward banning the webhook.
+No session is needed here (``service.auth`` guards ``/api`` only).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import logging
+import sqlite3
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from service import inbox
+from service.api.context import WebContext, web_context
+from service.errors import ApiError
+from service.webhooks import BadBody, classify, parse_body
+
+log = logging.getLogger(__name__)
+
+MAX_WEBHOOK_BODY_BYTES = 256 * 1024
+REALM = "pipedrive-webhooks"
+_CHALLENGE = {"WWW-Authenticate": f'Basic realm="{REALM}"'}
+
+
+def basic_credentials(header: str | None) -> tuple[bytes, bytes] | None:
+    """The user and password bytes of a ``Basic`` Authorization header, or None when it is
+    missing or garbled. Split on the first ":" only: a password may contain colons."""
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    user, colon, password = decoded.partition(b":")
+    return (user, password) if colon else None
+
+
+def credentials_match(presented: tuple[bytes, bytes], user: str, password: str) -> bool:
+    """Compare both parts in constant time, on bytes (``compare_digest`` refuses non-ASCII
+    ``str``); both comparisons always run, so the time tells nothing about which failed."""
+    user_ok = hmac.compare_digest(presented[0], user.encode("utf-8"))
+    password_ok = hmac.compare_digest(presented[1], password.encode("utf-8"))
+    return user_ok & password_ok
+
+
+def _authenticate(request: Request, context: WebContext) -> None:
+    settings = context.settings
+    if not settings.webhook_user or not settings.webhook_password:
+        # 503, not 401: the request may well be right; this server cannot judge it until
+        # configured, and Pipedrive's webhook status then points at the server.
+        log.error("webhook refused: WEBHOOK_USER and WEBHOOK_PASSWORD are not configured")
+        raise ApiError(
+            503, "webhook credentials are not configured (set WEBHOOK_USER and WEBHOOK_PASSWORD)"
+        )
+    presented = basic_credentials(request.headers.get("authorization"))
+    if presented is None or not credentials_match(
+        presented, settings.webhook_user, settings.webhook_password
+    ):
+        peer = request.client.host if request.client else None
+        log.warning(
+            "webhook authentication failed",
+            extra={
+                "client": peer,
+                "credentials": "garbled or missing" if presented is None else "wrong",
+            },
+        )
+        raise ApiError(401, "valid HTTP Basic credentials are required", _CHALLENGE)
+
+
+def _receive(context: WebContext, body: dict[str, Any], text: str) -> inbox.Outcome:
+    """Classify, commit, then hint the drain; blocking (runs in a worker thread)."""
+    delivery = classify(body, text)
+    outcome = inbox.store(context.settings.database_path, delivery, context.clock.now())
+    fields = {
+        "event_key": delivery.event_key,
+        "version": delivery.version,
+        "object": delivery.object,
+        "action": delivery.action,
+        "entity_id": delivery.entity_id,
+        "outcome": outcome,
+    }
+    if outcome == "ignored":
+        fields["reason"] = delivery.reason
+    log.info("webhook stored" if outcome != "duplicate" else "webhook duplicate", extra=fields)
+    if outcome == "received" and context.enqueue_drain is not None:
+        try:
+            context.enqueue_drain()
+        except Exception:
+            # The row is committed; the sweeper drains it even without this hint.
+            log.warning("could not enqueue the inbox drain", exc_info=True)
+    return outcome
+
+
+async def pipedrive_webhook(request: Request) -> JSONResponse:
+    """Store one Pipedrive webhook delivery and answer once it is committed."""
+    context = web_context(request)
+    _authenticate(request, context)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise ApiError(415, "send the delivery as application/json")
+    raw = await request.body()
+    try:
+        # Off the event loop: up to 256 KiB of JSON to check and parse.
+        body, text = await run_in_threadpool(parse_body, raw)
+    except BadBody as exc:
+        raise ApiError(400, str(exc)) from exc
+    try:
+        outcome = await run_in_threadpool(_receive, context, body, text)
+    except sqlite3.Error as exc:
+        # Not stored, so not acknowledged: Pipedrive retries a non-2xx.
+        log.error("webhook not stored: %s", type(exc).__name__, exc_info=True)
+        raise ApiError(503, "the delivery could not be stored; try again") from exc
+    return JSONResponse({"status": outcome})

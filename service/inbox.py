@@ -1,0 +1,111 @@
+"""The webhook inbox: every delivery committed durably before it is answered.
+
+The write goes through its own short-lived sqlite3 connection opened with
+``synchronous=FULL`` rather than through Pony. Pony keeps one connection per thread and
+shares it with every other ``db_session`` of that thread; switching it to FULL and back
+for one insert would leak FULL (or NORMAL) into unrelated work whenever a switch was
+skipped, and Pony may already hold a transaction open there, inside which the setting
+cannot be trusted to apply. A dedicated connection makes the durability of this one
+commit obvious and independent of anything else, for well under a millisecond of setup
+(the commit's fsync costs more). WAL with FULL syncs the log on every commit, so an
+answered delivery survives a power loss (``reference/reliability.md`` section 4).
+
+Reads (``find``) use Pony like the rest of the service.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from service import schema
+from service.db import InboxEvent, db_session
+from service.webhooks import Delivery
+
+Outcome = Literal["received", "duplicate", "ignored"]
+
+_INSERT = """
+INSERT INTO inbox (
+    event_key, version, object, action, entity_id, occurred_at, received_at, status, reason,
+    payload
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (event_key) DO NOTHING
+"""
+
+
+@dataclass(frozen=True)
+class InboxRow:
+    """One stored delivery."""
+
+    id: int
+    event_key: str
+    version: str | None
+    object: str | None
+    action: str | None
+    entity_id: int | None
+    occurred_at: int | None
+    received_at: int
+    status: str
+    reason: str | None
+    payload: str
+
+
+def ingest_connection(path: Path) -> sqlite3.Connection:
+    """A new autocommit connection to ``path`` with the service's PRAGMAs and FULL sync."""
+    return schema.connect(path, synchronous="FULL")
+
+
+def store(path: Path, delivery: Delivery, received_at: int) -> Outcome:
+    """Commit ``delivery`` to the inbox of the database at ``path``; blocking.
+
+    Returns "duplicate" when a delivery with its key is already stored (nothing is
+    written), else "received" (pending) or "ignored". Raises ``sqlite3.Error`` when the
+    row could not be committed.
+    """
+    connection = ingest_connection(path)
+    try:
+        # One statement in autocommit mode: its own transaction, synced before it returns.
+        cursor = connection.execute(
+            _INSERT,
+            (
+                delivery.event_key,
+                delivery.version,
+                delivery.object,
+                delivery.action,
+                delivery.entity_id,
+                delivery.occurred_at,
+                received_at,
+                delivery.status,
+                delivery.reason,
+                delivery.payload,
+            ),
+        )
+        inserted = cursor.rowcount == 1
+    finally:
+        connection.close()
+    if not inserted:
+        return "duplicate"
+    return "received" if delivery.status == "pending" else "ignored"
+
+
+@db_session
+def find(event_key: str) -> InboxRow | None:
+    """The stored delivery with ``event_key``, if any."""
+    row = InboxEvent.get(event_key=event_key)
+    if row is None:
+        return None
+    return InboxRow(
+        id=row.id,
+        event_key=row.event_key,
+        version=row.version,
+        object=row.object,
+        action=row.action,
+        entity_id=row.entity_id,
+        occurred_at=row.occurred_at,
+        received_at=row.received_at,
+        status=row.status,
+        reason=row.reason,
+        payload=row.payload,
+    )
