@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from service import schema
-from service.db import InboxEvent, db_session
+from service.db import InboxEvent, db, db_session
 from service.webhooks import Delivery
 
 Outcome = Literal["received", "duplicate", "ignored"]
@@ -109,3 +109,31 @@ def find(event_key: str) -> InboxRow | None:
         reason=row.reason,
         payload=row.payload,
     )
+
+
+KEEP_SECONDS = 7 * 24 * 3600
+PRUNE_BATCH = 5000
+
+
+@db_session
+def _prune_batch(before: int, limit: int) -> int:
+    cursor = db.execute(
+        "DELETE FROM inbox WHERE id IN (SELECT id FROM inbox "
+        "WHERE status IN ('processed', 'ignored') AND received_at < $before LIMIT $limit)"
+    )
+    return int(cursor.rowcount)
+
+
+def prune(now: int, keep_seconds: int = KEEP_SECONDS, batch: int = PRUNE_BATCH) -> int:
+    """Delete deliveries that were processed or ignored more than ``keep_seconds`` ago.
+
+    Pending ones are never pruned, however old. Batches keep each write transaction short,
+    so webhook intake is never held up behind a large delete.
+    """
+    before = now - keep_seconds
+    total = 0
+    while True:
+        deleted = _prune_batch(before, batch)
+        total += deleted
+        if deleted < batch:
+            return total

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from service import inbox
-from service.webhooks import Delivery
+from service.webhooks import Delivery, Status
 
 DELIVERY = Delivery(
     event_key="v2:7c812ffd-8f50-45ea-a597-b8fcba2da9c0",
@@ -118,3 +118,22 @@ def test_the_status_check_refuses_unknown_statuses(clean_db: Path) -> None:
     """Only pending, ignored and processed."""
     with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
         inbox.store(clean_db, replace(DELIVERY, status="queued"), 1)  # type: ignore[arg-type]
+
+
+def test_prune_deletes_only_done_deliveries_older_than_a_week(clean_db: Path) -> None:
+    week = inbox.KEEP_SECONDS
+    now = 2_000_000_000
+    cases: dict[str, tuple[Status, int, str]] = {
+        "old-processed": ("pending", now - week - 1, "processed"),
+        "old-ignored": ("ignored", now - week - 1, "ignored"),
+        "old-pending": ("pending", now - week - 1, "pending"),
+        "recent-processed": ("pending", now - week + 1, "processed"),
+    }
+    for key, (status, received_at, final) in cases.items():
+        inbox.store(clean_db, replace(DELIVERY, event_key=key, status=status), received_at)
+        with contextlib.closing(sqlite3.connect(clean_db)) as connection, connection:
+            connection.execute("UPDATE inbox SET status = ? WHERE event_key = ?", (final, key))
+
+    assert inbox.prune(now, batch=1) == 2  # batches of one: the loop goes on until done
+    kept = {row[0] for row in rows(clean_db)}
+    assert kept == {"old-pending", "recent-processed"}

@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 
+from service import inbox
 from service.clock import Clock, SystemClock
 from service.config import Settings
 from service.db import bind_database
@@ -18,6 +19,8 @@ from workers.tasks import Tasks, register_tasks
 
 log = logging.getLogger(__name__)
 
+PRUNE_EVERY_SECONDS = 3600
+
 
 def sweep_every(stale_seconds: int) -> int:
     """How often the sweeper looks for dead workers' jobs: a few times per stale window."""
@@ -29,6 +32,11 @@ def worker_duties(settings: Settings, tasks: Tasks, clock: Clock) -> list[Duty]:
 
     def sweep_jobs() -> None:
         sweep(clock.now(), settings.job_stale_seconds, tasks.run_sync_job)
+
+    def prune_inbox() -> None:
+        pruned = inbox.prune(clock.now())
+        if pruned:
+            log.info("inbox pruned", extra={"deleted": pruned})
 
     def resync_linked_filters() -> None:
         period = settings.full_resync_seconds
@@ -44,6 +52,7 @@ def worker_duties(settings: Settings, tasks: Tasks, clock: Clock) -> list[Duty]:
         ),
         Duty("sweep_jobs", sweep_every(settings.job_stale_seconds), sweep_jobs),
         Duty("refresh_filters", settings.filter_refresh_seconds, tasks.refresh_filters),
+        Duty("prune_inbox", PRUNE_EVERY_SECONDS, prune_inbox),
         Duty(
             "full_resync",
             min(CHECK_SECONDS, settings.full_resync_seconds),
