@@ -90,9 +90,19 @@ def cmd_check(args: argparse.Namespace) -> int:
     Exits 0 when every check passed, 1 otherwise (2 when the settings are invalid).
     """
     from service.check import print_lines, run_check
-    from service.db import bind_database
 
     settings = _settings("tool")
+    failed = _prepare_tool(settings)
+    if failed is not None:
+        return failed
+    return print_lines(run_check(settings), lambda line: print(line, flush=True))
+
+
+def _prepare_tool(settings: Settings) -> int | None:
+    """Configure logging and bind the database for a tool command; its exit status (1)
+    when the database cannot be used, else None."""
+    from service.db import bind_database
+
     configure_logging(settings.log_level, settings.secrets())
     try:
         # The clients count their calls and pace themselves in the database.
@@ -100,26 +110,19 @@ def cmd_check(args: argparse.Namespace) -> int:
     except SchemaError as exc:
         print(f"pbsync: {exc}", file=sys.stderr)
         return 1
-    return print_lines(run_check(settings), lambda line: print(line, flush=True))
+    return None
 
 
 def _webhook_client(settings: Settings) -> PipedriveClient | int:
     """The Pipedrive client of a ``webhooks`` command, or its exit status when it cannot
     have one (2: no token, 1: the database cannot be used)."""
     from service.clients.factory import pipedrive_client
-    from service.db import bind_database
 
     if not settings.pipedrive_api_token:
         print("pbsync: PIPEDRIVE_API_TOKEN is not set", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level, settings.secrets())
-    try:
-        # The client counts its calls and paces itself in the database.
-        bind_database(settings.database_path)
-    except SchemaError as exc:
-        print(f"pbsync: {exc}", file=sys.stderr)
-        return 1
-    return pipedrive_client(settings)
+    failed = _prepare_tool(settings)
+    return failed if failed is not None else pipedrive_client(settings)
 
 
 def _webhook_url(args: argparse.Namespace, settings: Settings) -> str | None:
