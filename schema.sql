@@ -1,4 +1,4 @@
--- pipedrive-brevo-sync: the current database schema (version 5).
+-- pipedrive-brevo-sync: the current database schema (version 6).
 -- The single source of truth for a new database. service/migrations/ holds the numbered
 -- steps that bring an older database here; tests prove both paths give the same schema.
 -- Times are INTEGER unix seconds. unixepoch() needs SQLite 3.38 or later.
@@ -162,3 +162,9 @@ CREATE TABLE inbox (
 );
 -- The drain takes the oldest pending deliveries; the status page counts them.
 CREATE INDEX idx_inbox_status_received_at ON inbox(status, received_at);
+
+-- Worker liveness: each worker's periodic loop records its latest tick here; holders silent for a day are forgotten.
+CREATE TABLE worker_heartbeats (
+    holder TEXT PRIMARY KEY,             -- the worker process, host:pid
+    beat_at INTEGER NOT NULL             -- its latest tick
+);

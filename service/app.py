@@ -16,6 +16,7 @@ from starlette.routing import Route
 from service import sessions
 from service.api import filters, health, jobs, sync
 from service.api import session as session_api
+from service.api import status as status_api
 from service.api import webhook as webhook_api
 from service.api.context import WebContext
 from service.auth import SessionAuthMiddleware
@@ -41,6 +42,7 @@ ROUTES = [
     Route("/api/sync", sync.sync_all, methods=["POST"]),
     Route("/api/jobs", jobs.list_jobs, methods=["GET"]),
     Route("/api/jobs/{id:int}", jobs.get_job, methods=["GET"]),
+    Route("/api/status", status_api.get_status, methods=["GET"]),
 ]
 
 

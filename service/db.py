@@ -195,6 +195,14 @@ class InboxEvent(db.Entity):  # type: ignore[name-defined,misc]
     payload = Required(str)
 
 
+class WorkerHeartbeat(db.Entity):  # type: ignore[name-defined,misc]
+    """The latest tick of one worker process's periodic loop (written by ``workers.periodic``)."""
+
+    _table_ = "worker_heartbeats"
+    holder = PrimaryKey(str)
+    beat_at = Required(int, size=64)
+
+
 @db.on_connect(provider="sqlite")  # type: ignore[untyped-decorator]
 def _sqlite_pragmas(database: Any, connection: sqlite3.Connection) -> None:
     schema.apply_pragmas(connection)

@@ -114,6 +114,135 @@ SCHEMAS: dict[str, Any] = {
             "last_job": {"oneOf": [_ref("Job"), {"type": "null"}]},
         },
     },
+    "RateLimit": {
+        "type": ["object", "null"],
+        "description": "The last rate-limit figures the API reported; null when never seen",
+        "required": ["limit", "remaining", "reset_seconds", "observed_at"],
+        "properties": {
+            "limit": {"type": ["integer", "null"], "description": "Requests per window"},
+            "remaining": {"type": ["integer", "null"], "description": "Left in the window"},
+            "reset_seconds": {
+                "type": ["number", "null"],
+                "description": "Seconds from observed_at until the window resets",
+            },
+            "observed_at": _TIME,
+            "daily_limit": {
+                "type": ["integer", "null"],
+                "description": "Pipedrive only: the daily token budget",
+            },
+            "daily_remaining": {
+                "type": ["integer", "null"],
+                "description": "Pipedrive only: what is left of the daily token budget",
+            },
+        },
+    },
+    "ApiUsage": {
+        "type": "object",
+        "required": ["calls_last_hour", "calls_by_status", "calls_counted_since", "rate_limit"],
+        "properties": {
+            "calls_last_hour": {
+                **_COUNT,
+                "description": (
+                    "Calls counted since calls_counted_since: calls are counted per clock hour, "
+                    "so this covers the last hour and up to one hour more"
+                ),
+            },
+            "calls_by_status": {
+                "type": "object",
+                "description": "The same calls by HTTP status (0: no response)",
+                "propertyNames": {"pattern": "^[0-9]{1,3}$"},
+                "additionalProperties": _COUNT,
+            },
+            "calls_counted_since": _TIME,
+            "rate_limit": _ref("RateLimit"),
+        },
+    },
+    "Status": {
+        "type": "object",
+        "required": ["checked_at", "inbox", "queue", "jobs", "workers", "apis"],
+        "properties": {
+            "checked_at": _TIME,
+            "inbox": {
+                "type": "object",
+                "description": "The webhook inbox",
+                "required": [
+                    "pending",
+                    "ignored",
+                    "processed",
+                    "oldest_pending_age_seconds",
+                    "last_webhook_at",
+                ],
+                "properties": {
+                    "pending": _COUNT,
+                    "ignored": _COUNT,
+                    "processed": _COUNT,
+                    "oldest_pending_age_seconds": {
+                        "type": ["integer", "null"],
+                        "minimum": 0,
+                        "description": "Since the oldest pending delivery was received",
+                    },
+                    "last_webhook_at": {
+                        **_NULLABLE_TIME,
+                        "description": "When the latest delivery was received",
+                    },
+                },
+            },
+            "queue": {
+                "type": "object",
+                "required": ["depth", "error"],
+                "properties": {
+                    "depth": {
+                        "type": ["integer", "null"],
+                        "minimum": 0,
+                        "description": "Messages waiting on the QUEUE_URL queue, if readable",
+                    },
+                    "error": {
+                        "type": ["string", "null"],
+                        "description": "Why the queue could not be read",
+                    },
+                },
+            },
+            "jobs": {
+                "type": "object",
+                "required": [
+                    "processing",
+                    "oldest_processing_job_id",
+                    "oldest_processing_age_seconds",
+                ],
+                "properties": {
+                    "processing": _COUNT,
+                    "oldest_processing_job_id": {"oneOf": [_ID, {"type": "null"}]},
+                    "oldest_processing_age_seconds": {
+                        "type": ["integer", "null"],
+                        "minimum": 0,
+                        "description": "Since the oldest processing job was created",
+                    },
+                },
+            },
+            "workers": {
+                "type": "array",
+                "description": "Worker processes heard from in the last day, latest first",
+                "items": {
+                    "type": "object",
+                    "required": ["holder", "last_heartbeat_at", "heartbeat_age_seconds", "alive"],
+                    "properties": {
+                        "holder": {"type": "string", "description": "host:pid"},
+                        "last_heartbeat_at": _TIME,
+                        "heartbeat_age_seconds": _COUNT,
+                        "alive": {
+                            "type": "boolean",
+                            "description": "The last heartbeat is at most 15 seconds old",
+                        },
+                    },
+                },
+            },
+            "apis": {
+                "type": "object",
+                "required": ["pipedrive", "brevo"],
+                "properties": {"pipedrive": _ref("ApiUsage"), "brevo": _ref("ApiUsage")},
+            },
+        },
+    },
     "Login": {
         "type": "object",
         "required": ["password"],
@@ -383,6 +512,19 @@ PATHS: dict[str, Any] = {
                     "The job",
                 ),
                 "404": _error("No such job"),
+                **_AUTH_ERRORS,
+            },
+        }
+    },
+    "/api/status": {
+        "get": {
+            "summary": "Inbox, queue, jobs, worker liveness and API usage at a glance",
+            "description": (
+                "Never fails because the queue cannot be read: queue.depth is then null and "
+                "queue.error says why."
+            ),
+            "responses": {
+                "200": _json(_ref("Status"), "The status"),
                 **_AUTH_ERRORS,
             },
         }

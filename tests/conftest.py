@@ -53,6 +53,7 @@ TABLES = (
     "api_rate_limits",
     "api_pacing",
     "inbox",
+    "worker_heartbeats",
 )
 
 

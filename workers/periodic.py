@@ -3,6 +3,8 @@
 huey's periodic tasks fire at most once a minute and on every consumer. This loop ticks
 every second in every worker; a duty runs in the worker that atomically moves its
 ``next_run_at`` forward in the database, so two workers never run one duty twice in a period.
+Each tick also records the worker's heartbeat (``worker_heartbeats``): its liveness on the
+status page.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from service.db import db, db_session
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 1.0
+# A worker whose heartbeat is older than this is forgotten (the status page stops listing it).
+FORGET_HEARTBEAT_SECONDS = 86400
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,17 @@ def claim_duty(name: str, every: int, now: int, holder: str) -> bool:
     return bool(cursor.rowcount == 1)
 
 
+@db_session
+def record_heartbeat(holder: str, now: int) -> None:
+    """Record that ``holder``'s loop ticked at ``now``; forget workers silent for a day."""
+    forget_before = now - FORGET_HEARTBEAT_SECONDS  # noqa: F841 - bound by Pony's $name syntax
+    db.execute(
+        "INSERT INTO worker_heartbeats (holder, beat_at) VALUES ($holder, $now) "
+        "ON CONFLICT (holder) DO UPDATE SET beat_at = MAX(beat_at, excluded.beat_at)"
+    )
+    db.execute("DELETE FROM worker_heartbeats WHERE beat_at < $forget_before")
+
+
 class PeriodicLoop:
     """A thread that runs due duties every second until stopped."""
 
@@ -62,7 +77,11 @@ class PeriodicLoop:
             self._thread.join(timeout)
 
     def tick(self) -> list[str]:
-        """Run every duty that is due now; return the names of those this worker ran."""
+        """Record this worker's heartbeat, then run every duty that is due now.
+
+        Returns the names of the duties this worker ran.
+        """
+        self._beat()
         ran = []
         for duty in self.duties:
             try:
@@ -71,10 +90,19 @@ class PeriodicLoop:
                 log.info("periodic duty due", extra={"duty": duty.name, "holder": self.holder})
                 duty.run()
                 ran.append(duty.name)
+                # A duty may take a while (API calls): show the worker is still alive after it.
+                self._beat()
             except Exception:
                 # One failing duty (or a locked database) must not stop the others or the loop.
                 log.exception("periodic duty failed", extra={"duty": duty.name})
         return ran
+
+    def _beat(self) -> None:
+        try:
+            record_heartbeat(self.holder, self.clock.now())
+        except Exception:
+            # A locked database must not stop the duties or the loop; the next tick retries.
+            log.exception("could not record the worker heartbeat", extra={"holder": self.holder})
 
     def _run(self) -> None:
         while not self._stop.is_set():

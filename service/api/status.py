@@ -1,0 +1,17 @@
+"""``GET /api/status``: how the inbox, queue, jobs, workers and API budgets are doing."""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from service import status
+from service.api.context import web_context
+
+
+async def get_status(request: Request) -> JSONResponse:
+    """The status document; a queue that cannot be read is reported in it, not as an error."""
+    context = web_context(request)
+    body = await run_in_threadpool(status.collect, context.settings.queue_url, context.clock.now())
+    return JSONResponse(body)
