@@ -390,10 +390,6 @@ class BrevoClient:
         body = self._call(LIST_ATTRIBUTES).json()
         return [str(a.get("name")) for a in body.get("attributes") or []]
 
-    def start_import(self, list_id: int, rows: Sequence[ContactRow]) -> int:
-        """Start an import of ``rows`` into the list; return the process id."""
-        return self.start_import_json(list_id, encode_rows(rows)).process_id
-
     def start_import_json(self, list_id: int, rows_json: bytes | bytearray) -> ImportStart:
         """Start an import of ``rows_json`` (an encoded JSON array of ``{"email",
         "attributes"}``, at most 8 MB) into the list, updating existing contacts without

@@ -14,7 +14,7 @@ from service.clients.brevo import BrevoClient, BrevoContact
 from service.clients.errors import ApiNotFound, ApiRequestError, ApiUnavailable
 from workers.sync import ledger
 from workers.sync.claims import ClaimedJob, set_note
-from workers.sync.contacts import Member, contact_row_json
+from workers.sync.contacts import contact_attributes, contact_row_json
 from workers.sync.ledger import PendingContact
 
 log = logging.getLogger(__name__)
@@ -28,10 +28,6 @@ REMOVE_BATCH = 150
 PENDING_PAGE = 1000
 # Rows an import's read-back did not show, up to this many, are checked one call each.
 VERIFY_MAX = 20
-
-
-def _attributes(contact: PendingContact) -> dict[str, object]:
-    return Member(0, None, contact.email, contact.first_name, contact.last_name).attributes()
 
 
 def _created_since(contact: BrevoContact, moment: float) -> bool:
@@ -73,9 +69,7 @@ class Applier:
             contact = self.brevo.get_contact(change.old_email)
             if contact is None or contact.email_blacklisted:
                 continue
-            attributes = Member(
-                0, None, change.new_email, change.first_name, change.last_name
-            ).attributes()
+            attributes = contact_attributes(change.first_name, change.last_name)
             try:
                 self.brevo.update_contact(change.old_email, attributes, change.new_email)
             except ApiRequestError as exc:
@@ -127,9 +121,8 @@ class Applier:
         for contact in rest:
             self.check()
             try:
-                created = self.brevo.upsert_contact(
-                    contact.email, _attributes(contact), [self.list_id]
-                )
+                attributes = contact_attributes(contact.first_name, contact.last_name)
+                created = self.brevo.upsert_contact(contact.email, attributes, [self.list_id])
             except ApiRequestError as exc:
                 if isinstance(exc, ApiNotFound):
                     raise

@@ -24,6 +24,13 @@ def valid_email(value: str | None) -> str | None:
     return email
 
 
+def contact_attributes(first_name: str | None, last_name: str | None) -> dict[str, Any]:
+    """The Brevo attributes: FIRSTNAME and LASTNAME, only when known (an empty value would
+    erase what Brevo holds)."""
+    values = {"FIRSTNAME": first_name, "LASTNAME": last_name}
+    return {name: value for name, value in values.items() if value}
+
+
 @dataclass(frozen=True)
 class Member:
     """One member entity of a filter (a person, or a deal with its person)."""
@@ -35,10 +42,8 @@ class Member:
     last_name: str | None
 
     def attributes(self) -> dict[str, Any]:
-        """The Brevo attributes: FIRSTNAME and LASTNAME, only when known (an empty value
-        would erase what Brevo holds)."""
-        values = {"FIRSTNAME": self.first_name, "LASTNAME": self.last_name}
-        return {name: value for name, value in values.items() if value}
+        """The member's Brevo attributes (``contact_attributes``)."""
+        return contact_attributes(self.first_name, self.last_name)
 
     def attrs_hash(self) -> str | None:
         """A hash of the email and attributes; a change means Brevo must hear of it."""
@@ -50,7 +55,5 @@ class Member:
 
 def contact_row_json(email: str, first_name: str | None, last_name: str | None) -> bytes:
     """One import row, encoded: ``{"email": ..., "attributes": {...}}``."""
-    member = Member(0, None, email, first_name, last_name)
-    return json.dumps(
-        {"email": email, "attributes": member.attributes()}, separators=(",", ":")
-    ).encode()
+    attributes = contact_attributes(first_name, last_name)
+    return json.dumps({"email": email, "attributes": attributes}, separators=(",", ":")).encode()

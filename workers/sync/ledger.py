@@ -35,6 +35,18 @@ class PendingContact:
     member_only: bool
 
 
+def adds_and_updates(where: str, params: dict[str, object]) -> tuple[int, int]:
+    """Among the staged rows matching ``where``: how many contacts (emails) are added, and
+    how many updated (a changed email counts as an update). Inside the caller's session."""
+    added, updated = db.select(
+        "COALESCE(SUM(kind = 'add'), 0), COALESCE(SUM(kind != 'add'), 0) FROM ("
+        " SELECT CASE WHEN MAX(action IN ('change', 'update')) THEN 'update' ELSE 'add' END"
+        f" AS kind FROM sync_members WHERE {where} GROUP BY email)",
+        params,
+    )[0]
+    return int(added), int(updated)
+
+
 @db_session
 def pending_contacts(job_id: int, after_id: int, limit: int) -> list[PendingContact]:
     """The next pending contacts to send, by staged row id, one per email.
@@ -127,16 +139,10 @@ def confirm_sent(
     params.update(job_id=job_id, filter_id=filter_id, now=now)
     made, made_params = in_list("c", list(created) or [""])
     params.update(made_params)
-    added, updated = db.select(
-        "COALESCE(SUM(kind = 'add'), 0), COALESCE(SUM(kind != 'add'), 0) FROM ("
-        " SELECT CASE WHEN MAX(action = 'change') THEN 'change'"
-        "  WHEN MAX(action = 'update') THEN 'update' ELSE 'add' END AS kind"
-        f" FROM sync_members WHERE {where} GROUP BY email)",
-        params,
-    )[0]
+    added, updated = adds_and_updates(where, params)
     _record_members(where, params, "'listed'", f"email IN {made}")
     db.execute(f"UPDATE sync_members SET done = 1 WHERE {where}", params)
-    totals = Totals(added=int(added), updated=int(updated))
+    totals = Totals(added=added, updated=updated)
     add_totals(job_id, token, totals)
     return totals
 

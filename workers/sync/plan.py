@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from service.db import db, db_session
 from workers.sync.claims import check_claim
 from workers.sync.contacts import Member
+from workers.sync.ledger import adds_and_updates
 from workers.sync.sql import values_rows
-
-SENDING = ("add", "update", "change")
 
 
 @db_session
@@ -113,13 +112,9 @@ def make_plan(job_id: int, token: str, filter_id: int, list_gone: bool = False) 
     fetched, skipped = db.select(
         "COUNT(*), COALESCE(SUM(action = 'skip'), 0) FROM sync_members WHERE job_id = $job_id"
     )[0]
-    adds, updates = db.select(
-        "COALESCE(SUM(kind = 'add'), 0), COALESCE(SUM(kind != 'add'), 0) FROM ("
-        " SELECT email, CASE WHEN MAX(action = 'change') THEN 'change'"
-        "  WHEN MAX(action = 'update') THEN 'update' ELSE 'add' END AS kind"
-        " FROM sync_members WHERE job_id = $job_id AND action IN ('add', 'update', 'change')"
-        " GROUP BY email)"
-    )[0]
+    adds, updates = adds_and_updates(
+        "job_id = $job_id AND action IN ('add', 'update', 'change')", {"job_id": job_id}
+    )
     list_size = db.select(
         "COUNT(DISTINCT email) FROM memberships WHERE filter_id = $listed AND state = 'listed'"
     )[0]
