@@ -31,6 +31,15 @@ def db_session(func: Callable[P, R]) -> Callable[P, R]:
     return cast(Callable[P, R], orm.db_session(func))
 
 
+def db_write_session(func: Callable[P, R]) -> Callable[P, R]:
+    """``db_session`` that takes SQLite's write lock first (``BEGIN IMMEDIATE``).
+
+    For a session that reads and then writes, when another process may do the same at
+    once: neither decides from a read the other is about to make stale.
+    """
+    return cast(Callable[P, R], orm.db_session(immediate=True)(func))
+
+
 class User(db.Entity):  # type: ignore[name-defined,misc]
     """The single admin user, created on the first login."""
 

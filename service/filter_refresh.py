@@ -14,14 +14,12 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar, cast
-
-from pony import orm
+from typing import Any
 
 from service.clients.brevo import BrevoClient
 from service.clients.errors import ApiError, ApiNotFound
 from service.clients.pipedrive import FilterType, PipedriveClient, PipedriveFilter
-from service.db import Filter
+from service.db import Filter, db_write_session
 from service.filters import FilterView, list_filters
 from service.jobs import FilterBusy, Job, create_job
 from service.list_names import brevo_list_name
@@ -30,16 +28,6 @@ from service.webhooks_install import WebhookTarget, ensure_webhooks
 log = logging.getLogger(__name__)
 
 FILTER_TYPES: tuple[FilterType, ...] = ("people", "deals")
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _write_session(func: Callable[P, R]) -> Callable[P, R]:
-    # The web's refresh and the worker's periodic one may run at once: a session that reads
-    # and then writes takes SQLite's write lock first (BEGIN IMMEDIATE), so two refreshes
-    # never decide from the same stale read (two inserts of one id, two resync jobs).
-    return cast(Callable[P, R], orm.db_session(immediate=True)(func))
 
 
 @dataclass(frozen=True)
@@ -94,7 +82,9 @@ def _fetch_upstream(pipedrive: PipedriveClient) -> dict[int, PipedriveFilter]:
     return found
 
 
-@_write_session
+# The web's refresh and the worker's periodic one may run at once: two refreshes must
+# never decide from the same stale read (two inserts of one id, two resync jobs).
+@db_write_session
 def _apply_listing(upstream: dict[int, PipedriveFilter], now: int) -> _ListingChanges:
     created = updated = deleted = 0
     renames: list[_Rename] = []
@@ -139,7 +129,7 @@ def _apply_listing(upstream: dict[int, PipedriveFilter], now: int) -> _ListingCh
     return _ListingChanges(created, updated, deleted, renames, to_check)
 
 
-@_write_session
+@db_write_session
 def _record_conditions(
     filter_id: int, update_time: str | None, digest: str, now: int
 ) -> Job | None:
