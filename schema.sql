@@ -1,4 +1,4 @@
--- pipedrive-brevo-sync: the current database schema (version 6).
+-- pipedrive-brevo-sync: the current database schema (version 7).
 -- The single source of truth for a new database. service/migrations/ holds the numbered
 -- steps that bring an older database here; tests prove both paths give the same schema.
 -- Times are INTEGER unix seconds. unixepoch() needs SQLite 3.38 or later.
@@ -21,7 +21,8 @@ CREATE TABLE filters (
     deleted_at INTEGER,                  -- NULL while the filter exists upstream
     type TEXT CHECK (type IN ('people', 'deals')),  -- which Pipedrive filter type this is (NULL until the next refresh)
     update_time TEXT,                    -- Pipedrive's update_time of the filter at the last refresh; a change means it may have been edited
-    conditions_hash TEXT                 -- SHA-256 of the filter's conditions when last seen; a change schedules a full resync
+    conditions_hash TEXT,                -- SHA-256 of the filter's conditions when last seen; a change schedules a full resync
+    related_objects TEXT                 -- the objects other than its own that the conditions name (e.g. "deal,organization"); NULL until read
 );
 
 CREATE TABLE sync_jobs (
@@ -96,7 +97,8 @@ CREATE TABLE api_rate_limits (
     reset_seconds REAL,
     daily_limit INTEGER,
     daily_remaining INTEGER,
-    observed_at REAL NOT NULL
+    observed_at REAL NOT NULL,
+    paused_until REAL                    -- until when Pipedrive work waits because the daily token budget is spent; NULL when not paused
 );
 
 -- Request pacing shared by every process: a call in a bucket waits until next_at, then moves it on.
@@ -117,7 +119,8 @@ CREATE TABLE memberships (
     attrs_hash TEXT,                     -- hash of the email and attributes last confirmed (or rejected)
     state TEXT NOT NULL CHECK (state IN ('listed', 'rejected', 'skipped')),
     created_contact INTEGER NOT NULL DEFAULT 0 CHECK (created_contact IN (0, 1)),
-    updated_at INTEGER NOT NULL
+    updated_at INTEGER NOT NULL,
+    source_time INTEGER                  -- Pipedrive's update_time of the person data held; older webhook data never overwrites it
 );
 -- One ledger row per filter and member entity.
 CREATE UNIQUE INDEX idx_memberships_filter_entity ON memberships(filter_id, entity_id);
@@ -139,7 +142,9 @@ CREATE TABLE sync_members (
     attrs_hash TEXT,
     action TEXT NOT NULL DEFAULT 'keep'   -- what the plan does for this member
         CHECK (action IN ('keep', 'add', 'update', 'change', 'skip')),
-    done INTEGER NOT NULL DEFAULT 0 CHECK (done IN (0, 1))  -- 1 once Brevo confirmed this member's write
+    done INTEGER NOT NULL DEFAULT 0 CHECK (done IN (0, 1)),  -- 1 once Brevo confirmed this member's write
+    source TEXT NOT NULL DEFAULT 'api' CHECK (source IN ('api', 'webhook', 'ledger')),  -- read from Pipedrive, from webhook data, or carried over from the ledger
+    source_time INTEGER                  -- Pipedrive's update_time of the staged person data
 );
 -- One staged row per job and member entity.
 CREATE UNIQUE INDEX idx_sync_members_job_entity ON sync_members(job_id, entity_id);
@@ -168,3 +173,21 @@ CREATE TABLE worker_heartbeats (
     holder TEXT PRIMARY KEY,             -- the worker process, host:pid
     beat_at INTEGER NOT NULL             -- its latest tick
 );
+
+-- Webhook events routed to the linked filters they touch; an incremental job applies and then deletes them.
+CREATE TABLE filter_changes (
+    id INTEGER PRIMARY KEY,
+    filter_id INTEGER NOT NULL REFERENCES filters(id) ON DELETE CASCADE,
+    inbox_id INTEGER NOT NULL,           -- the delivery it came from (the inbox row may be pruned later)
+    kind TEXT NOT NULL CHECK (kind IN ('member', 'person', 'relist')),  -- a member entity changed; a member's person changed (deal filters); list the filter whole
+    action TEXT CHECK (action IN ('create', 'change', 'delete')),       -- NULL for relist
+    entity_id INTEGER,                   -- the person or deal; NULL for relist
+    occurred_at INTEGER NOT NULL,        -- the event's time (its received time when it had none)
+    data_time INTEGER,                   -- the person's update_time in the webhook data; NULL when it carried none
+    email TEXT,                          -- the person's normalised primary email in the webhook data
+    first_name TEXT,
+    last_name TEXT,
+    merged_to INTEGER                    -- on a person deleted by a merge, the surviving person
+);
+-- A job takes its filter's changes in id order.
+CREATE INDEX idx_filter_changes_filter ON filter_changes(filter_id, id);

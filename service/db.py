@@ -69,8 +69,10 @@ class Filter(db.Entity):  # type: ignore[name-defined,misc]
     type = Optional(str, nullable=True)
     update_time = Optional(str, nullable=True)
     conditions_hash = Optional(str, nullable=True)
+    related_objects = Optional(str, nullable=True)
     jobs = Set("SyncJob")
     memberships = Set("Membership")
+    changes = Set("FilterChange")
 
 
 class SyncJob(db.Entity):  # type: ignore[name-defined,misc]
@@ -142,6 +144,7 @@ class ApiRateLimit(db.Entity):  # type: ignore[name-defined,misc]
     daily_limit = Optional(int, size=64)
     daily_remaining = Optional(int, size=64)
     observed_at = Required(float)
+    paused_until = Optional(float)
 
 
 class ApiPacing(db.Entity):  # type: ignore[name-defined,misc]
@@ -167,6 +170,7 @@ class Membership(db.Entity):  # type: ignore[name-defined,misc]
     state = Required(str)
     created_contact = Required(int, default=0)
     updated_at = Required(int, size=64)
+    source_time = Optional(int, size=64)
     composite_key(filter, entity_id)
 
 
@@ -184,7 +188,27 @@ class SyncMember(db.Entity):  # type: ignore[name-defined,misc]
     attrs_hash = Optional(str, nullable=True)
     action = Required(str, default="keep")
     done = Required(int, default=0)
+    source = Required(str, default="api")
+    source_time = Optional(int, size=64)
     composite_key(job, entity_id)
+
+
+class FilterChange(db.Entity):  # type: ignore[name-defined,misc]
+    """A webhook event routed to a linked filter it touches, until a job applies it."""
+
+    _table_ = "filter_changes"
+    id = PrimaryKey(int, auto=True, size=64)
+    filter = Required(Filter, column="filter_id")
+    inbox_id = Required(int, size=64)
+    kind = Required(str)
+    action = Optional(str, nullable=True)
+    entity_id = Optional(int, size=64)
+    occurred_at = Required(int, size=64)
+    data_time = Optional(int, size=64)
+    email = Optional(str, nullable=True)
+    first_name = Optional(str, nullable=True)
+    last_name = Optional(str, nullable=True)
+    merged_to = Optional(int, size=64)
 
 
 class InboxEvent(db.Entity):  # type: ignore[name-defined,misc]

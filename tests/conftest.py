@@ -41,6 +41,7 @@ freezegun.configure(
 ADMIN_PASSWORD = "correct-horse-battery"
 REPO = Path(__file__).resolve().parent.parent
 TABLES = (
+    "filter_changes",
     "sync_members",
     "memberships",
     "sync_jobs",
@@ -82,8 +83,13 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def settings(clean_db: Path) -> Settings:
-    """Settings pointing at the test database."""
-    return Settings(admin_password=ADMIN_PASSWORD, database_url=f"sqlite:///{clean_db}")
+    """Settings pointing at the test database, with a queue file beside it (not the
+    default ``data/queue.db`` of the working directory)."""
+    return Settings(
+        admin_password=ADMIN_PASSWORD,
+        database_url=f"sqlite:///{clean_db}",
+        queue_url=f"sqlite:///{clean_db.parent / 'queue.db'}",
+    )
 
 
 @pytest.fixture
