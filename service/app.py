@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -47,29 +49,48 @@ ROUTES = [
 
 
 class QueueEnqueuer:
-    """Enqueues sync jobs on the huey queue of ``QUEUE_URL``, opened on first use.
+    """Enqueues sync jobs and drain hints on the huey queue of ``QUEUE_URL``, opened on
+    first use.
 
     Opened lazily so that an app which never starts a job (tests, a read-only admin)
     creates no queue file.
     """
 
+    # A burst of deliveries needs one hint, not one each: the worker's own loop drains
+    # every second anyway, the hint only spares it the wait.
+    HINT_EVERY_SECONDS = 1.0
+
     def __init__(self, settings: Settings, clock: Clock) -> None:
         self.settings = settings
         self.clock = clock
         self._lock = threading.Lock()
-        self._run_sync_job: Any = None
+        self._tasks: Any = None
+        self._last_hint = -math.inf
 
-    def __call__(self, job_id: int) -> None:
-        """Put ``job_id`` on the queue for a worker (blocking)."""
+    def _queue(self) -> Any:
         with self._lock:
-            if self._run_sync_job is None:
+            if self._tasks is None:
                 # Imported here: the worker side is only needed once a job is started.
                 from workers.queue import build_huey
                 from workers.tasks import register_tasks
 
                 huey = build_huey(self.settings.queue_url)
-                self._run_sync_job = register_tasks(huey, self.settings, self.clock).run_sync_job
-        self._run_sync_job(job_id)
+                self._tasks = register_tasks(huey, self.settings, self.clock)
+            return self._tasks
+
+    def __call__(self, job_id: int) -> None:
+        """Put ``job_id`` on the queue for a worker (blocking)."""
+        self._queue().run_sync_job(job_id)
+
+    def hint_drain(self) -> None:
+        """Ask a worker to drain the inbox once the coalesce window has passed, at most
+        once a second per process (blocking)."""
+        moment = time.monotonic()
+        with self._lock:
+            if moment - self._last_hint < self.HINT_EVERY_SECONDS:
+                return
+            self._last_hint = moment
+        self._queue().drain_inbox.schedule(delay=self.settings.sync_coalesce_seconds)
 
 
 def create_app(
@@ -82,11 +103,14 @@ def create_app(
 
     ``enqueue_job`` puts a job id on the worker queue; by default the huey queue of
     ``settings.queue_url``. ``enqueue_drain`` hints the worker to drain the webhook inbox
-    after a delivery is committed; none yet by default (the rows wait in the inbox).
+    after a delivery is committed; by default through the same queue, when ``enqueue_job``
+    is the default too.
     """
     clock = clock or SystemClock()
     if enqueue_job is None:
-        enqueue_job = QueueEnqueuer(settings, clock)
+        queue = QueueEnqueuer(settings, clock)
+        enqueue_job = queue
+        enqueue_drain = enqueue_drain or queue.hint_drain
     password = AdminPassword(settings.admin_password, settings.admin_password_hash)
 
     @contextlib.asynccontextmanager

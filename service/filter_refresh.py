@@ -20,6 +20,7 @@ from service.clients.brevo import BrevoClient
 from service.clients.errors import ApiError, ApiNotFound
 from service.clients.pipedrive import FilterType, PipedriveClient, PipedriveFilter
 from service.db import Filter, db_write_session
+from service.filter_conditions import related_objects
 from service.filters import FilterView, list_filters
 from service.jobs import FilterBusy, Job, create_job
 from service.list_names import brevo_list_name
@@ -118,7 +119,7 @@ def _apply_listing(upstream: dict[int, PipedriveFilter], now: int) -> _ListingCh
                 to_check.append((filter_id, item.update_time))
             else:
                 row.update_time = item.update_time
-        elif linked and row.conditions_hash is None:
+        elif linked and (row.conditions_hash is None or row.related_objects is None):
             to_check.append((filter_id, item.update_time))
         if changed:
             updated += 1
@@ -131,7 +132,7 @@ def _apply_listing(upstream: dict[int, PipedriveFilter], now: int) -> _ListingCh
 
 @db_write_session
 def _record_conditions(
-    filter_id: int, update_time: str | None, digest: str, now: int
+    filter_id: int, update_time: str | None, digest: str, related: str, now: int
 ) -> Job | None:
     """Store the filter's new conditions hash; the full resync job when they changed.
 
@@ -153,6 +154,7 @@ def _record_conditions(
             )
             return None
     row.conditions_hash = digest
+    row.related_objects = related
     row.update_time = update_time
     return job
 
@@ -170,7 +172,9 @@ def _check_conditions(
         # Deleted between the listing and this read: the next refresh soft-deletes it.
         log.info("filter vanished during the refresh", extra={"filter_id": filter_id})
         return
-    job = _record_conditions(filter_id, update_time, conditions_hash(detail.conditions), now)
+    related = related_objects(detail.conditions, detail.type)
+    digest = conditions_hash(detail.conditions)
+    job = _record_conditions(filter_id, update_time, digest, related, now)
     if job is None:
         return
     log.info(

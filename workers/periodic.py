@@ -31,6 +31,7 @@ class Duty:
     name: str
     every: int
     run: Callable[[], None]
+    quiet: bool = False  # log its runs at DEBUG only
 
 
 @db_session
@@ -87,7 +88,11 @@ class PeriodicLoop:
             try:
                 if not claim_duty(duty.name, duty.every, self.clock.now(), self.holder):
                     continue
-                log.info("periodic duty due", extra={"duty": duty.name, "holder": self.holder})
+                # A duty due every second (the drain) would flood the log.
+                level = logging.DEBUG if duty.quiet else logging.INFO
+                log.log(
+                    level, "periodic duty due", extra={"duty": duty.name, "holder": self.holder}
+                )
                 duty.run()
                 ran.append(duty.name)
                 # A duty may take a while (API calls): show the worker is still alive after it.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ class Tasks:
     remove_expired_sessions: Any
     run_sync_job: Any
     refresh_filters: Any
+    drain_inbox: Any
 
 
 def register_tasks(huey: Huey, settings: Settings, clock: Clock | None = None) -> Tasks:
@@ -59,8 +61,32 @@ def register_tasks(huey: Huey, settings: Settings, clock: Clock | None = None) -
             # the next period tries again.
             log.warning("filter refresh failed", extra={"error": str(exc)})
 
+    @huey.task(name="drain_inbox")  # type: ignore[untyped-decorator]
+    def drain_inbox() -> None:
+        # A hint from the web after a delivery; the worker loop drains every second anyway.
+        drain_now(settings, clock, run_sync_job, refresh_filters)
+
     return Tasks(
         remove_expired_sessions=remove_expired_sessions,
         run_sync_job=run_sync_job,
         refresh_filters=refresh_filters,
+        drain_inbox=drain_inbox,
+    )
+
+
+def drain_now(
+    settings: Settings,
+    clock: Clock,
+    run_sync_job: Callable[[int], None],
+    refresh_filters: Callable[[], None],
+) -> None:
+    """Drain the webhook inbox once (``workers.sync.drain``)."""
+    from workers.sync.drain import drain
+
+    drain(
+        clock.now(),
+        settings.sync_coalesce_seconds,
+        run_sync_job,
+        refresh_filters,
+        retry_after_failure=settings.job_stale_seconds,
     )

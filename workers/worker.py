@@ -15,11 +15,13 @@ from workers.periodic import Duty, PeriodicLoop
 from workers.queue import build_huey, run_consumer
 from workers.sync.schedule import CHECK_SECONDS, schedule_full_resyncs
 from workers.sync.sweeper import sweep
-from workers.tasks import Tasks, register_tasks
+from workers.tasks import Tasks, drain_now, register_tasks
 
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY_SECONDS = 3600
+# The drain waits out each burst's coalesce window itself; it looks every second.
+DRAIN_EVERY_SECONDS = 1
 
 
 def sweep_every(stale_seconds: int) -> int:
@@ -38,6 +40,9 @@ def worker_duties(settings: Settings, tasks: Tasks, clock: Clock) -> list[Duty]:
         if pruned:
             log.info("inbox pruned", extra={"deleted": pruned})
 
+    def drain_inbox() -> None:
+        drain_now(settings, clock, tasks.run_sync_job, tasks.refresh_filters)
+
     def resync_linked_filters() -> None:
         period = settings.full_resync_seconds
         scheduled = schedule_full_resyncs(clock.now(), tasks.run_sync_job, period)
@@ -51,6 +56,7 @@ def worker_duties(settings: Settings, tasks: Tasks, clock: Clock) -> list[Duty]:
             tasks.remove_expired_sessions,
         ),
         Duty("sweep_jobs", sweep_every(settings.job_stale_seconds), sweep_jobs),
+        Duty("drain_inbox", DRAIN_EVERY_SECONDS, drain_inbox, quiet=True),
         Duty("refresh_filters", settings.filter_refresh_seconds, tasks.refresh_filters),
         Duty("prune_inbox", PRUNE_EVERY_SECONDS, prune_inbox),
         Duty(

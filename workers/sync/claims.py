@@ -154,6 +154,21 @@ def fail_job(job_id: int, token: str, now: int, message: str) -> bool:
     return True
 
 
+@db_session
+def release_job(job_id: int, token: str, now: int, note: str) -> bool:
+    """Give the job back unclaimed, its stage dropped, with ``note`` saying why: it runs
+    again later (the sweeper enqueues it once the stale window passed). False when it was
+    no longer ours."""
+    cursor = db.execute(
+        "UPDATE sync_jobs SET claimed_at = NULL, claim_token = NULL, heartbeat_at = $now, "
+        "note = $note WHERE id = $job_id AND claim_token = $token AND status = 'processing'"
+    )
+    if cursor.rowcount != 1:
+        return False
+    db.execute("DELETE FROM sync_members WHERE job_id = $job_id")
+    return True
+
+
 class Heartbeat:
     """A thread that beats for one job every ``every`` seconds until stopped.
 

@@ -40,6 +40,8 @@ class Member:
     email: str | None
     first_name: str | None
     last_name: str | None
+    # Pipedrive's update_time (unix seconds) of the person data, when known.
+    updated_at: int | None = None
 
     def attributes(self) -> dict[str, Any]:
         """The member's Brevo attributes (``contact_attributes``)."""

@@ -21,6 +21,7 @@ from service.db import db, db_session
 from workers.sync import ledger
 from workers.sync.apply import Applier
 from workers.sync.claims import ClaimedJob, Totals, record_totals, set_note
+from workers.sync.conditions import learn_related_objects
 from workers.sync.contacts import Member
 from workers.sync.lists import ensure_list
 from workers.sync.members import DealMembers, people_members
@@ -116,6 +117,7 @@ class FullResync:
         target = None
         list_gone = dry_run and self._list_gone()
         if not dry_run:
+            learn_related_objects(self.pipedrive, job)
             target = ensure_list(self.brevo, job, self.folder_id)
             if target.replaced is not None:
                 ledger.forget_list(job.id, job.token, job.filter_id)

@@ -98,15 +98,17 @@ def _record_members(
         " OR memberships.person_id IS NOT excluded.person_id"
         " OR memberships.first_name IS NOT excluded.first_name"
         " OR memberships.last_name IS NOT excluded.last_name"
+        " OR memberships.source_time IS NOT excluded.source_time"
         if only_changes
         else ""
     )
     db.execute(
         "INSERT INTO memberships (filter_id, entity_id, person_id, email, first_name, "
-        "last_name, attrs_hash, state, created_contact, updated_at) "
+        "last_name, attrs_hash, state, created_contact, updated_at, source_time) "
         "SELECT $filter_id, entity_id, person_id, email, first_name, last_name, attrs_hash, "
-        f"{state}, {created}, $now FROM sync_members WHERE {where} "
+        f"{state}, {created}, $now, source_time FROM sync_members WHERE {where} "
         "ON CONFLICT (filter_id, entity_id) DO UPDATE SET person_id = excluded.person_id, "
+        "source_time = excluded.source_time, "
         "first_name = excluded.first_name, last_name = excluded.last_name, "
         "attrs_hash = excluded.attrs_hash, state = excluded.state, "
         "updated_at = excluded.updated_at, "
@@ -246,7 +248,8 @@ def confirm_renamed(job_id: int, token: str, filter_id: int, change: EmailChange
     db.execute(
         "UPDATE memberships SET email = s.email, first_name = s.first_name, "
         "last_name = s.last_name, attrs_hash = s.attrs_hash, person_id = s.person_id, "
-        "updated_at = $now FROM sync_members AS s WHERE s.job_id = $job_id "
+        "source_time = s.source_time, updated_at = $now "
+        "FROM sync_members AS s WHERE s.job_id = $job_id "
         "AND s.entity_id = memberships.entity_id AND s.action = 'change' AND s.done = 0 "
         "AND s.email = $new AND memberships.filter_id = $filter_id "
         "AND memberships.email = $old AND memberships.state = 'listed'",

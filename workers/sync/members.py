@@ -15,6 +15,7 @@ from service.clients.pipedrive import Deal, Person, PipedriveClient
 from service.db import db, db_session
 from workers.sync.contacts import Member, valid_email
 from workers.sync.sql import in_list
+from workers.sync.webhook_data import unix_time
 
 LOOKUP_BATCH = 100
 
@@ -27,6 +28,7 @@ def person_member(person: Person, entity_id: int | None = None) -> Member:
         email=valid_email(person.primary_email),
         first_name=person.first_name or None,
         last_name=person.last_name or None,
+        updated_at=unix_time(person.update_time),
     )
 
 
@@ -45,21 +47,27 @@ def known_persons(
     ids, params = in_list("p", sorted(set(person_ids)))
     params.update(filter_id=filter_id, job_id=job_id)
     rows = db.select(
-        "person_id, email, first_name, last_name FROM memberships "
+        "person_id, email, first_name, last_name, source_time FROM memberships "
         f"WHERE filter_id = $filter_id AND person_id IN {ids}",
         params,
     )
     if job_id is not None:
         rows += db.select(
-            "person_id, email, first_name, last_name FROM sync_members "
+            "person_id, email, first_name, last_name, source_time FROM sync_members "
             f"WHERE job_id = $job_id AND person_id IN {ids}",
             params,
         )
-    return {int(r[0]): Member(0, int(r[0]), r[1], r[2], r[3]) for r in rows}
+    return {int(r[0]): Member(0, int(r[0]), r[1], r[2], r[3], r[4]) for r in rows}
 
 
 class DealMembers:
-    """The deals of a deal filter with their persons' emails and names."""
+    """The deals of a deal filter with their persons' emails and names.
+
+    ``updated_since`` lists only the deals changed since then (an incremental run);
+    ``ignored_updated_since`` tells afterwards whether Pipedrive ignored it, in which case
+    every deal was listed. ``fresh`` holds person data newer than the ledger's (from
+    webhook deliveries); it is used where it is not older than what the ledger holds.
+    """
 
     def __init__(
         self,
@@ -67,6 +75,9 @@ class DealMembers:
         filter_id: int,
         changed_since: datetime | None,
         job_id: int | None = None,
+        *,
+        updated_since: datetime | None = None,
+        fresh: dict[int, Member] | None = None,
     ) -> None:
         self.pipedrive = pipedrive
         self.filter_id = filter_id
@@ -74,7 +85,18 @@ class DealMembers:
         # The job whose stage holds the pages already yielded: a person met again in a
         # later page is found there instead of being looked up twice.
         self.job_id = job_id
+        self.updated_since = updated_since
+        self.fresh = fresh or {}
+        self.ignored_updated_since = False
         self.lookups = 0
+
+    def _newest(self, known: dict[int, Member]) -> dict[int, Member]:
+        """``known`` with the fresh person data wherever it is not older."""
+        for person_id, member in self.fresh.items():
+            held = known.get(person_id)
+            if held is None or not _older(member, held):
+                known[person_id] = member
+        return known
 
     def _changed_persons(self) -> dict[int, Member]:
         """Persons updated since the previous full resync that the ledger holds, fresh."""
@@ -90,11 +112,14 @@ class DealMembers:
         changed = self._changed_persons()
         waiting: list[Deal] = []
         unknown: set[int] = set()
-        for page in self.pipedrive.iter_members("deals", self.filter_id):
+        pages = self.pipedrive.iter_members("deals", self.filter_id, self.updated_since)
+        for page in pages:
+            self.ignored_updated_since |= page.ignored_updated_since
             deals = [d for d in page.members if isinstance(d, Deal)]
             person_ids = [d.person_id for d in deals if d.person_id is not None]
             known = known_persons(self.filter_id, person_ids, self.job_id) if person_ids else {}
             known.update({pid: m for pid, m in changed.items() if pid in known})
+            known = self._newest(known)
             ready: list[Member] = []
             for deal in deals:
                 if deal.person_id is None:
@@ -129,5 +154,19 @@ class DealMembers:
         return members
 
 
+def _older(candidate: Member, held: Member) -> bool:
+    """Whether ``candidate``'s person data is older than ``held``'s (unknown times are not)."""
+    if candidate.updated_at is None or held.updated_at is None:
+        return False
+    return candidate.updated_at < held.updated_at
+
+
 def _as_deal(person: Member, deal: Deal) -> Member:
-    return Member(deal.id, person.person_id, person.email, person.first_name, person.last_name)
+    return Member(
+        deal.id,
+        person.person_id,
+        person.email,
+        person.first_name,
+        person.last_name,
+        person.updated_at,
+    )

@@ -23,11 +23,25 @@ from workers.sync.sql import values_rows
 
 
 @db_session
-def stage(job_id: int, token: str, members: Sequence[Member]) -> int:
-    """Stage one page of members for the job; return how many were new to the stage."""
+def stage(job_id: int, token: str, members: Sequence[Member], source: str = "api") -> int:
+    """Stage one page of members for the job; return how many were new to the stage.
+
+    ``source`` says where they come from: ``api`` (read from Pipedrive: counted as
+    fetched) or ``webhook`` (person data from a delivery).
+    """
     check_claim(job_id, token)
     rows = [
-        (job_id, m.entity_id, m.person_id, m.email, m.first_name, m.last_name, m.attrs_hash())
+        (
+            job_id,
+            m.entity_id,
+            m.person_id,
+            m.email,
+            m.first_name,
+            m.last_name,
+            m.attrs_hash(),
+            source,
+            m.updated_at,
+        )
         for m in members
     ]
     if not rows:
@@ -35,9 +49,9 @@ def stage(job_id: int, token: str, members: Sequence[Member]) -> int:
     values, params = values_rows("v", rows)
     # A member seen twice (a row that moved between pages) is staged once.
     cursor = db.execute(
-        "INSERT INTO sync_members "
-        "(job_id, entity_id, person_id, email, first_name, last_name, attrs_hash) "
-        f"VALUES {values} ON CONFLICT (job_id, entity_id) DO NOTHING",
+        "INSERT INTO sync_members (job_id, entity_id, person_id, email, first_name, "
+        f"last_name, attrs_hash, source, source_time) VALUES {values} "
+        "ON CONFLICT (job_id, entity_id) DO NOTHING",
         params,
     )
     return int(cursor.rowcount)
@@ -109,8 +123,11 @@ def make_plan(job_id: int, token: str, filter_id: int, list_gone: bool = False) 
         " ELSE 'add' END "
         "WHERE job_id = $job_id AND action = 'keep'"
     )
+    # Rows carried over from the ledger (an incremental run) were not read, nor skipped now.
     fetched, skipped = db.select(
-        "COUNT(*), COALESCE(SUM(action = 'skip'), 0) FROM sync_members WHERE job_id = $job_id"
+        "COALESCE(SUM(source = 'api'), 0), "
+        "COALESCE(SUM(action = 'skip' AND source != 'ledger'), 0) "
+        "FROM sync_members WHERE job_id = $job_id"
     )[0]
     adds, updates = adds_and_updates(
         "job_id = $job_id AND action IN ('add', 'update', 'change')", {"job_id": job_id}
@@ -134,3 +151,10 @@ def make_plan(job_id: int, token: str, filter_id: int, list_gone: bool = False) 
         removals=int(removals),
         list_size=int(list_size),
     )
+
+
+@db_session
+def clear_stage(job_id: int, token: str) -> None:
+    """Drop everything the job staged, to stage again from scratch."""
+    check_claim(job_id, token)
+    db.execute("DELETE FROM sync_members WHERE job_id = $job_id")

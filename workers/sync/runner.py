@@ -2,15 +2,21 @@
 
 Called by the huey task with the job id only. A second delivery of the same message
 finds the row claimed and does nothing.
+
+When Pipedrive's daily token budget is spent, a job is not failed: Pipedrive work pauses
+until the reset the API announced, the job is given back unclaimed (its filter stays
+locked, so nothing runs in between), and the sweeper enqueues it again; it is claimed
+only once the pause is over.
 """
 
 from __future__ import annotations
 
 import logging
 
-from service.clients.errors import ApiError
+from service.budget import pause_pipedrive, paused_until
+from service.clients.errors import ApiBudgetExhausted, ApiError
 from service.clients.factory import MissingCredential
-from service.clock import Clock
+from service.clock import Clock, to_iso
 from service.config import Settings
 from service.logs import log_context
 from workers.sync.claims import (
@@ -21,14 +27,32 @@ from workers.sync.claims import (
     fail_job,
     finish_job,
     new_token,
+    release_job,
 )
 from workers.sync.full_resync import BrakeHeld, FullResync
+from workers.sync.incremental import IncrementalSync
 
 log = logging.getLogger(__name__)
 
 
 class JobRefused(Exception):
     """The job cannot run as asked; ``str()`` says why."""
+
+
+class Paused(Exception):
+    """Pipedrive's budget is spent; the job waits until ``until`` (unix seconds)."""
+
+    def __init__(self, until: float) -> None:
+        super().__init__(until)
+        self.until = until
+
+
+def paused_note(until: float) -> str:
+    """The job's note while it waits for Pipedrive's budget."""
+    return (
+        "Waiting: Pipedrive's daily API token budget is spent; the job runs again after "
+        f"{to_iso(int(until))}."
+    )
 
 
 def heartbeat_every(stale_seconds: int) -> float:
@@ -38,6 +62,10 @@ def heartbeat_every(stale_seconds: int) -> float:
 
 def run_job(job_id: int, settings: Settings, clock: Clock) -> None:
     """Claim and run the job ``job_id``; every outcome ends in the job's row."""
+    pause = paused_until(clock.now())
+    if pause is not None:
+        log.info("job waits for pipedrive's budget", extra={"job_id": job_id, "until": pause})
+        return
     token = new_token()
     job = claim_job(job_id, token, clock.now())
     if job is None:
@@ -47,7 +75,12 @@ def run_job(job_id: int, settings: Settings, clock: Clock) -> None:
         log.info("job started", extra={"kind": job.kind, "trigger": job.trigger})
         every = heartbeat_every(settings.job_stale_seconds)
         with Heartbeat(job.id, token, clock.now, every) as beat:
-            message = _run(job, settings, clock, beat)
+            try:
+                message = _run(job, settings, clock, beat)
+            except Paused as paused:
+                if release_job(job.id, token, clock.now(), paused_note(paused.until)):
+                    log.warning("job paused: pipedrive's budget is spent")
+                return
         try:
             if message is None:
                 finish_job(job.id, token, clock.now())
@@ -65,9 +98,14 @@ def _run(job: ClaimedJob, settings: Settings, clock: Clock, beat: Heartbeat) -> 
             raise JobRefused("the filter was deleted in Pipedrive; its Brevo list is untouched")
         if job.filter_type not in ("people", "deals"):
             raise JobRefused("the filter's type is unknown: refresh the filters first")
-        FullResync.for_settings(job, settings, clock.now, beat.check).run()
+        if job.kind == "incremental":
+            IncrementalSync.for_settings(job, settings, clock.now, beat.check).run()
+        else:
+            FullResync.for_settings(job, settings, clock.now, beat.check).run()
     except (BrakeHeld, JobRefused, MissingCredential) as exc:
         return str(exc)
+    except ApiBudgetExhausted as exc:
+        raise Paused(pause_pipedrive(clock.now(), exc.retry_after)) from exc
     except ApiError as exc:
         return str(exc)
     except ClaimLost:

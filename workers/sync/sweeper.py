@@ -48,6 +48,8 @@ def _fail_stale_job(job_id: int, now: int, stale_before: int) -> tuple[bool, int
     )[0]
     if kind == "dry_run":
         return True, None  # nothing was meant to change: the admin runs it again if still wanted
+    if kind == "incremental":
+        return True, None  # its changes still wait: the drain starts a new incremental job
     cursor = db.execute(
         'INSERT INTO sync_jobs (filter_id, status, created_at, kind, "trigger", forced) '
         "SELECT id, 'processing', $now, 'full', 'recovery', $forced FROM filters "
