@@ -159,7 +159,7 @@ SCHEMAS: dict[str, Any] = {
     },
     "Status": {
         "type": "object",
-        "required": ["checked_at", "inbox", "queue", "jobs", "workers", "apis"],
+        "required": ["checked_at", "inbox", "sync", "queue", "jobs", "workers", "apis"],
         "properties": {
             "checked_at": _TIME,
             "inbox": {
@@ -184,6 +184,43 @@ SCHEMAS: dict[str, Any] = {
                     "last_webhook_at": {
                         **_NULLABLE_TIME,
                         "description": "When the latest delivery was received",
+                    },
+                },
+            },
+            "sync": {
+                "type": "object",
+                "description": "The webhook-driven incremental sync",
+                "required": [
+                    "changes_waiting",
+                    "configured_coalesce_seconds",
+                    "coalesce_seconds",
+                    "pipedrive_paused_until",
+                ],
+                "properties": {
+                    "changes_waiting": {
+                        **_COUNT,
+                        "description": "Routed webhook changes not yet applied by a job",
+                    },
+                    "configured_coalesce_seconds": {
+                        "type": "number",
+                        "minimum": 0,
+                        "description": "SYNC_COALESCE_SECONDS",
+                    },
+                    "coalesce_seconds": {
+                        "type": "number",
+                        "minimum": 0,
+                        "description": (
+                            "How long a burst of events is gathered now: the configured "
+                            "window, widened while less than half of Pipedrive's daily "
+                            "token budget is left"
+                        ),
+                    },
+                    "pipedrive_paused_until": {
+                        **_NULLABLE_TIME,
+                        "description": (
+                            "While Pipedrive's daily token budget is spent: when its work "
+                            "resumes"
+                        ),
                     },
                 },
             },

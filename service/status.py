@@ -1,5 +1,6 @@
-"""What ``GET /api/status`` reports: the webhook inbox, the queue, running jobs, worker
-liveness and each API's recent usage and last rate-limit figures.
+"""What ``GET /api/status`` reports: the webhook inbox, the incremental sync (its coalesce
+window and whether Pipedrive work waits for the token budget), the queue, running jobs,
+worker liveness and each API's recent usage and last rate-limit figures.
 
 Every function here blocks (database or queue reads): call them from a thread. Times come
 from the caller's clock as unix seconds and leave as ISO 8601 UTC strings.
@@ -12,6 +13,7 @@ import threading
 from typing import Any
 
 from service import api_usage
+from service.budget import budget_state
 from service.clients.usage import RateFigures
 from service.clock import to_iso
 from service.config import sqlite_path
@@ -163,22 +165,40 @@ def queue_status(queue_url: str) -> dict[str, Any]:
 
 
 @db_session
-def _database_status(now: int) -> dict[str, Any]:
+def sync_status(now: int, base_window: float) -> dict[str, Any]:
+    """The incremental sync: routed changes waiting for a job, the coalesce window as the
+    budget has widened it, and until when Pipedrive work waits for the budget's reset."""
+    budget = budget_state(base_window, now)
+    waiting = int(db.select("SELECT COUNT(*) FROM filter_changes")[0])
+    return {
+        "changes_waiting": waiting,
+        "configured_coalesce_seconds": base_window,
+        "coalesce_seconds": budget.coalesce_seconds,
+        "pipedrive_paused_until": (
+            to_iso(int(budget.paused_until)) if budget.paused_until is not None else None
+        ),
+    }
+
+
+@db_session
+def _database_status(now: int, base_window: float) -> dict[str, Any]:
     # Every database figure read in one session.
     return {
         "inbox": inbox_status(now),
+        "sync": sync_status(now, base_window),
         "jobs": jobs_status(now),
         "workers": workers_status(now),
         "apis": apis_status(now),
     }
 
 
-def collect(queue_url: str, now: int) -> dict[str, Any]:
-    """The whole status document at ``now``."""
-    database = _database_status(now)
+def collect(queue_url: str, now: int, base_window: float = 2.0) -> dict[str, Any]:
+    """The whole status document at ``now``; ``base_window`` is SYNC_COALESCE_SECONDS."""
+    database = _database_status(now, base_window)
     return {
         "checked_at": to_iso(now),
         "inbox": database["inbox"],
+        "sync": database["sync"],
         "queue": queue_status(queue_url),
         "jobs": database["jobs"],
         "workers": database["workers"],

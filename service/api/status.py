@@ -13,5 +13,8 @@ from service.api.context import web_context
 async def get_status(request: Request) -> JSONResponse:
     """The status document; a queue that cannot be read is reported in it, not as an error."""
     context = web_context(request)
-    body = await run_in_threadpool(status.collect, context.settings.queue_url, context.clock.now())
+    settings = context.settings
+    body = await run_in_threadpool(
+        status.collect, settings.queue_url, context.clock.now(), settings.sync_coalesce_seconds
+    )
     return JSONResponse(body)

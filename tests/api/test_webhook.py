@@ -208,14 +208,26 @@ def test_a_delivery_that_cannot_be_stored_is_not_acknowledged(
     assert response.json() == {"error": "the delivery could not be stored; try again"}
 
 
-def test_the_app_without_a_drain_stores_all_the_same(
-    hook_settings: Settings, clock: ManualClock, clean_db: Path
+def test_the_default_app_hints_the_drain_once_per_second_on_the_queue(
+    hook_settings: Settings, clock: ManualClock, clean_db: Path, tmp_path: Path
 ) -> None:
-    """enqueue_drain defaults to None until the drain exists."""
+    """Without an injected hook, a received delivery schedules the huey ``drain_inbox``
+    task, delayed by the coalesce window; a burst right after it adds no second hint."""
+    from workers.queue import build_huey
+    from workers.tasks import register_tasks
+
+    hook_settings = replace(hook_settings, queue_url=f"sqlite:///{tmp_path / 'queue.db'}")
     with TestClient(create_app(hook_settings, clock)) as client:
-        assert client.app.state.context.enqueue_drain is None  # type: ignore[attr-defined]
-        response = post(client, example("v2_create_person.pipedrive-docs.json"))
-    assert response.json() == {"status": "received"} and len(stored(clean_db)) == 1
+        first = post(client, example("v2_create_person.pipedrive-docs.json"))
+        second = post(client, example("v2_change_person.pipedrive-docs.json"))
+    assert first.json() == {"status": "received"} and second.json() == {"status": "received"}
+    assert len(stored(clean_db)) == 2
+    # huey queues a delayed task with its eta; the consumer holds it until then.
+    queue = build_huey(hook_settings.queue_url)
+    register_tasks(queue, hook_settings)  # so that the queued messages can be read back
+    queued = queue.pending()
+    assert [task.name for task in queued] == ["drain_inbox"]
+    assert queued[0].eta is not None
 
 
 # --- authentication ---------------------------------------------------------------------
