@@ -47,11 +47,15 @@ def register_tasks(huey: Huey, settings: Settings, clock: Clock | None = None) -
 
     @huey.task(name="refresh_filters")  # type: ignore[untyped-decorator]
     def refresh_filters() -> None:
-        from service.clients.errors import ApiError
+        from service.budget import pause_pipedrive, paused_until
+        from service.clients.errors import ApiBudgetExhausted, ApiError
         from service.clients.factory import MissingCredential, brevo_client, pipedrive_client
         from service.filter_refresh import refresh_filters as refresh
         from service.webhooks_install import WebhookTarget
 
+        if paused_until(clock.now()) is not None:
+            log.info("filter refresh skipped: pipedrive's daily token budget is spent")
+            return
         try:
             brevo = brevo_client(settings) if settings.brevo_api_key else None
             webhooks = WebhookTarget.from_settings(settings)
@@ -60,6 +64,8 @@ def register_tasks(huey: Huey, settings: Settings, clock: Clock | None = None) -
             # Expected while the setup is incomplete or Pipedrive is down: say it plainly;
             # the next period tries again.
             log.warning("filter refresh failed", extra={"error": str(exc)})
+            if isinstance(exc, ApiBudgetExhausted):
+                pause_pipedrive(clock.now(), exc.retry_after)
 
     @huey.task(name="drain_inbox")  # type: ignore[untyped-decorator]
     def drain_inbox() -> None:
