@@ -27,6 +27,7 @@ from service.clock import Clock, SystemClock
 from service.config import Settings
 from service.db import bind_database
 from service.errors import EXCEPTION_HANDLERS
+from service.inbox_writer import InboxWriter
 from service.openapi import openapi_json
 from service.passwords import AdminPassword
 
@@ -113,13 +114,20 @@ def create_app(
         enqueue_drain = enqueue_drain or queue.hint_drain
     password = AdminPassword(settings.admin_password, settings.admin_password_hash)
 
+    writer = InboxWriter(settings.database_path, enqueue_drain)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await run_in_threadpool(bind_database, settings.database_path)
         if await run_in_threadpool(sessions.end_sessions_if_password_changed, password):
             log.warning("the admin password changed: every session was ended")
+        writer.start()
         log.info("web ready", extra={"database": str(settings.database_path)})
-        yield
+        try:
+            yield
+        finally:
+            # Requests have ended: commit anything still queued, then close.
+            await run_in_threadpool(writer.stop)
 
     app = Starlette(
         routes=ROUTES,
@@ -146,6 +154,6 @@ def create_app(
         clock=clock,
         password=password,
         enqueue_job=enqueue_job,
-        enqueue_drain=enqueue_drain,
+        inbox_writer=writer,
     )
     return app

@@ -10,12 +10,15 @@ commit obvious and independent of anything else, for well under a millisecond of
 (the commit's fsync costs more). WAL with FULL syncs the log on every commit, so an
 answered delivery survives a power loss (``reference/reliability.md`` section 4).
 
-Reads (``find``) use Pony like the rest of the service.
+The web process writes through ``service.inbox_writer``, which commits the deliveries that
+arrive together in one synced transaction. Reads (``find``) use Pony like the rest of the
+service.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -57,37 +60,56 @@ def ingest_connection(path: Path) -> sqlite3.Connection:
     return schema.connect(path, synchronous="FULL")
 
 
-def store(path: Path, delivery: Delivery, received_at: int) -> Outcome:
-    """Commit ``delivery`` to the inbox of the database at ``path``; blocking.
+def store_many(
+    connection: sqlite3.Connection, deliveries: Sequence[tuple[Delivery, int]]
+) -> list[Outcome]:
+    """Commit each (delivery, received_at) to the inbox in one transaction; blocking.
 
-    Returns "duplicate" when a delivery with its key is already stored (nothing is
-    written), else "received" (pending) or "ignored". Raises ``sqlite3.Error`` when the
-    row could not be committed.
+    ``connection`` is an ``ingest_connection``: the commit is synced before this returns,
+    so every delivery it covers may be acknowledged. Each outcome is "duplicate" when a
+    delivery with its key was already stored (earlier, or earlier in this group; nothing is
+    written for it), else "received" (pending) or "ignored". Raises ``sqlite3.Error`` when
+    the group could not be committed: then none of it was.
     """
+    outcomes: list[Outcome] = []
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        for delivery, received_at in deliveries:
+            cursor = connection.execute(
+                _INSERT,
+                (
+                    delivery.event_key,
+                    delivery.version,
+                    delivery.object,
+                    delivery.action,
+                    delivery.entity_id,
+                    delivery.occurred_at,
+                    received_at,
+                    delivery.status,
+                    delivery.reason,
+                    delivery.payload,
+                ),
+            )
+            if cursor.rowcount != 1:
+                outcomes.append("duplicate")
+            else:
+                outcomes.append("received" if delivery.status == "pending" else "ignored")
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+    return outcomes
+
+
+def store(path: Path, delivery: Delivery, received_at: int) -> Outcome:
+    """Commit one ``delivery`` to the inbox of the database at ``path`` on a connection of
+    its own; blocking. Outcomes and errors as ``store_many``."""
     connection = ingest_connection(path)
     try:
-        # One statement in autocommit mode: its own transaction, synced before it returns.
-        cursor = connection.execute(
-            _INSERT,
-            (
-                delivery.event_key,
-                delivery.version,
-                delivery.object,
-                delivery.action,
-                delivery.entity_id,
-                delivery.occurred_at,
-                received_at,
-                delivery.status,
-                delivery.reason,
-                delivery.payload,
-            ),
-        )
-        inserted = cursor.rowcount == 1
+        return store_many(connection, [(delivery, received_at)])[0]
     finally:
         connection.close()
-    if not inserted:
-        return "duplicate"
-    return "received" if delivery.status == "pending" else "ignored"
 
 
 @db_session

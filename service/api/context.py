@@ -9,6 +9,7 @@ from starlette.requests import Request
 
 from service.clock import Clock
 from service.config import Settings
+from service.inbox_writer import InboxWriter
 from service.passwords import AdminPassword
 
 
@@ -21,9 +22,8 @@ class WebContext:
     password: AdminPassword
     # Puts a sync job's id on the worker queue; blocking, so call it from a thread.
     enqueue_job: Callable[[int], None]
-    # Hints the worker to drain the webhook inbox, after a delivery is committed; blocking.
-    # None until the drain exists: the rows wait in the inbox meanwhile.
-    enqueue_drain: Callable[[], None] | None = None
+    # Commits webhook deliveries to the inbox, several per synced commit.
+    inbox_writer: InboxWriter
 
 
 def web_context(request: Request) -> WebContext:

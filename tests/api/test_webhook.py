@@ -202,7 +202,7 @@ def test_a_delivery_that_cannot_be_stored_is_not_acknowledged(
     def locked(*args: object) -> str:
         raise sqlite3.OperationalError("database is locked")
 
-    monkeypatch.setattr(inbox, "store", locked)
+    monkeypatch.setattr(inbox, "store_many", locked)
     response = post(hook, example("v2_create_person.pipedrive-docs.json"))
     assert response.status_code == 503
     assert response.json() == {"error": "the delivery could not be stored; try again"}
