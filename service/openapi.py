@@ -218,8 +218,7 @@ SCHEMAS: dict[str, Any] = {
                     "pipedrive_paused_until": {
                         **_NULLABLE_TIME,
                         "description": (
-                            "While Pipedrive's daily token budget is spent: when its work "
-                            "resumes"
+                            "While Pipedrive's daily token budget is spent: when its work resumes"
                         ),
                     },
                 },

@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from service.clients.brevo import BrevoClient
 from service.clients.errors import ApiNotFound
-from service.clients.factory import brevo_client, pipedrive_client
-from service.clients.pipedrive import PipedriveClient
-from service.config import Settings
 from service.db import db, db_session
 from workers.sync import ledger
 from workers.sync.apply import Applier
-from workers.sync.claims import ClaimedJob, Totals, record_totals, set_note
+from workers.sync.claims import Totals, record_totals, set_note
 from workers.sync.conditions import learn_related_objects
 from workers.sync.contacts import Member
+from workers.sync.job_run import JobRun
 from workers.sync.lists import ensure_list
 from workers.sync.members import DealMembers, people_members
 from workers.sync.plan import make_plan, stage
@@ -49,45 +46,8 @@ def previous_full_start(filter_id: int) -> int | None:
     return int(found[0]) if found and found[0] is not None else None
 
 
-class FullResync:
+class FullResync(JobRun):
     """One full resync (or dry run) of one claimed job."""
-
-    def __init__(
-        self,
-        job: ClaimedJob,
-        pipedrive: PipedriveClient,
-        brevo: BrevoClient,
-        *,
-        folder_id: int | None,
-        brake_ratio: float,
-        brake_min: int,
-        now: Callable[[], int],
-        check: Callable[[], None],
-    ) -> None:
-        self.job = job
-        self.pipedrive = pipedrive
-        self.brevo = brevo
-        self.folder_id = folder_id
-        self.brake_ratio = brake_ratio
-        self.brake_min = brake_min
-        self.now = now
-        self.check = check
-
-    @classmethod
-    def for_settings(
-        cls, job: ClaimedJob, settings: Settings, now: Callable[[], int], check: Callable[[], None]
-    ) -> FullResync:
-        """A resync with the clients, folder and brake the settings give."""
-        return cls(
-            job,
-            pipedrive_client(settings),
-            brevo_client(settings),
-            folder_id=settings.brevo_folder_id,
-            brake_ratio=settings.removal_brake_ratio,
-            brake_min=settings.removal_brake_min,
-            now=now,
-            check=check,
-        )
 
     def _members(self) -> Iterable[list[Member]]:
         if self.job.filter_type == "deals":

@@ -17,20 +17,18 @@ Pipedrive ignored ``updated_since`` are listed whole instead, without carrying a
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from service.clients.brevo import BrevoClient
-from service.clients.factory import brevo_client, pipedrive_client
-from service.clients.pipedrive import Person, PipedriveClient
-from service.config import Settings
+from service.clients.pipedrive import Person
 from service.db import db, db_session
 from workers.sync import ledger
 from workers.sync.apply import Applier
 from workers.sync.changes import FilterChanges, consume_changes, load_changes
-from workers.sync.claims import ClaimedJob, Totals, check_claim, record_totals, set_note
+from workers.sync.claims import Totals, check_claim, record_totals, set_note
 from workers.sync.contacts import Member
 from workers.sync.full_resync import BrakeHeld
+from workers.sync.job_run import JobRun
 from workers.sync.lists import ensure_list
 from workers.sync.members import DealMembers, known_persons, person_member
 from workers.sync.plan import Plan, clear_stage, make_plan, stage
@@ -114,45 +112,8 @@ def _moment(unix: int) -> datetime:
     return datetime.fromtimestamp(max(0, unix), UTC)
 
 
-class IncrementalSync:
+class IncrementalSync(JobRun):
     """One incremental job: the filter's waiting changes, applied."""
-
-    def __init__(
-        self,
-        job: ClaimedJob,
-        pipedrive: PipedriveClient,
-        brevo: BrevoClient,
-        *,
-        folder_id: int | None,
-        brake_ratio: float,
-        brake_min: int,
-        now: Callable[[], int],
-        check: Callable[[], None],
-    ) -> None:
-        self.job = job
-        self.pipedrive = pipedrive
-        self.brevo = brevo
-        self.folder_id = folder_id
-        self.brake_ratio = brake_ratio
-        self.brake_min = brake_min
-        self.now = now
-        self.check = check
-
-    @classmethod
-    def for_settings(
-        cls, job: ClaimedJob, settings: Settings, now: Callable[[], int], check: Callable[[], None]
-    ) -> IncrementalSync:
-        """A run with the clients, folder and brake the settings give."""
-        return cls(
-            job,
-            pipedrive_client(settings),
-            brevo_client(settings),
-            folder_id=settings.brevo_folder_id,
-            brake_ratio=settings.removal_brake_ratio,
-            brake_min=settings.removal_brake_min,
-            now=now,
-            check=check,
-        )
 
     def run(self) -> None:
         """Apply the waiting changes; raises ``BrakeHeld`` (a whole listing only),
