@@ -23,6 +23,7 @@ MAX_WINDOW_SECONDS = 300.0
 FIGURES_VALID_SECONDS = 86400
 # When the API gives no usable reset time, Pipedrive work is retried after this long.
 DEFAULT_PAUSE_SECONDS = 600.0
+LIST_CALL_TOKENS = 10  # what one page of filter members costs (API v2 list)
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,11 @@ def widened_window(base: float, daily_limit: int | None, daily_remaining: int | 
     """The coalesce window for a budget with ``daily_remaining`` of ``daily_limit`` left."""
     if not daily_limit or daily_limit <= 0 or daily_remaining is None:
         return base
-    share = max(0, daily_remaining) / daily_limit
+    if daily_remaining < LIST_CALL_TOKENS:
+        # Spent, or as good as: the next call's 429 tells when the budget resets, and the
+        # pause lasts exactly that long. A wide window here would outlast the reset.
+        return base
+    share = daily_remaining / daily_limit
     if share >= WIDEN_BELOW:
         return base
     widened = base * WIDEN_BELOW / max(share, 1e-6)

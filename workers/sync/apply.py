@@ -25,6 +25,7 @@ IMPORT_MAX_BYTES = 8_000_000
 # which allows only 100 calls an hour for the whole account.
 ONE_BY_ONE_MAX = 20
 REMOVE_BATCH = 150
+ADD_BATCH = 150
 PENDING_PAGE = 1000
 # Rows an import's read-back did not show, up to this many, are checked one call each.
 VERIFY_MAX = 20
@@ -98,7 +99,9 @@ class Applier:
             after = batch[-1]
 
     def send_contacts(self) -> None:
-        """Send new and changed contacts: one by one when few, else by imports."""
+        """Send new and changed contacts: those Brevo already holds as they should be are
+        only added to the list; the others go one by one when few, else by imports."""
+        self._add_known_contacts()
         first = ledger.pending_contacts(self.job.id, 0, ONE_BY_ONE_MAX + 1)
         if not first:
             return
@@ -107,18 +110,35 @@ class Applier:
         else:
             self._import_all()
 
+    def _add_known_contacts(self) -> None:
+        """Add to the list, 150 per call, the pending contacts another filter's ledger
+        confirmed with the same attributes: no import (nor its process poll, from Brevo's
+        hourly budget) is needed for a contact that only joins a list. Those Brevo does not
+        take stay pending for the sends that follow."""
+        after = 0
+        known: list[str] = []
+        while True:
+            page = ledger.pending_contacts(self.job.id, after, PENDING_PAGE)
+            known += [p.email for p in page if p.member_only]
+            after = page[-1].row_id if page else after
+            # Sent as pages come, so memory holds at most a page and a batch.
+            while len(known) >= ADD_BATCH or (known and not page):
+                self._add_to_list(known[:ADD_BATCH])
+                known = known[ADD_BATCH:]
+            if not page:
+                return
+
+    def _add_to_list(self, emails: list[str]) -> None:
+        self.check()
+        result = self.brevo.add_to_list(self.list_id, emails)
+        added = {e.strip().lower() for e in result.succeeded}
+        confirmed = sorted(e for e in emails if e in added)
+        ledger.confirm_sent(
+            self.job.id, self.job.token, self.job.filter_id, confirmed, [], self.now()
+        )
+
     def _send_one_by_one(self, pending: list[PendingContact]) -> None:
-        members_only = [p.email for p in pending if p.member_only]
-        rest = [p for p in pending if not p.member_only]
-        if members_only:
-            # These contacts already hold the right attributes: the list is all they need.
-            result = self.brevo.add_to_list(self.list_id, members_only)
-            added = {e.strip().lower() for e in result.succeeded}
-            ledger.confirm_sent(
-                self.job.id, self.job.token, self.job.filter_id, sorted(added), [], self.now()
-            )
-            rest += [p for p in pending if p.member_only and p.email not in added]
-        for contact in rest:
+        for contact in pending:
             self.check()
             try:
                 attributes = contact_attributes(contact.first_name, contact.last_name)
