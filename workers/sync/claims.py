@@ -19,6 +19,10 @@ from service.db import SyncJob, db, db_session
 log = logging.getLogger(__name__)
 
 
+# The note of a job given back to wait for Pipedrive's budget (``release_job``) starts so.
+WAITING_PREFIX = "Waiting: "
+
+
 class ClaimLost(Exception):
     """The job is no longer this worker's: it was declared dead, or it finished elsewhere."""
 
@@ -58,9 +62,12 @@ def new_token() -> str:
 @db_session
 def claim_job(job_id: int, token: str, now: int) -> ClaimedJob | None:
     """Take an unclaimed ``processing`` job; None when it is gone, done or someone else's."""
+    # A job given back while Pipedrive's budget was spent no longer waits once claimed.
     cursor = db.execute(
-        "UPDATE sync_jobs SET claimed_at = $now, claim_token = $token, heartbeat_at = $now "
-        "WHERE id = $job_id AND status = 'processing' AND claim_token IS NULL"
+        "UPDATE sync_jobs SET claimed_at = $now, claim_token = $token, heartbeat_at = $now, "
+        "note = CASE WHEN note LIKE $waiting THEN NULL ELSE note END "
+        "WHERE id = $job_id AND status = 'processing' AND claim_token IS NULL",
+        {"now": now, "token": token, "job_id": job_id, "waiting": WAITING_PREFIX + "%"},
     )
     if cursor.rowcount != 1:
         return None

@@ -35,6 +35,7 @@ from workers.sync.webhook_data import PersonData, merged_to, person_data
 log = logging.getLogger(__name__)
 
 ROUTE_BATCH = 2000
+ROUTED_ACTIONS = frozenset({"create", "change", "delete"})
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,7 @@ def route(
         if d.object == "filter":
             refresh = True
             continue
-        if d.entity_id is None or action is None:
+        if d.entity_id is None or action not in ROUTED_ACTIONS:
             continue
         data = person_data(d.version, d.payload) if d.object == "person" else None
         if data is not None and data.person_id != d.entity_id:
@@ -187,11 +188,13 @@ def route(
                 changes.append(
                     Change(f.id, d.id, "member", action, d.entity_id, d.occurred_at, data, survivor)
                 )
-            elif d.object in f.related:
-                if f.id not in relisted:
-                    relisted.add(f.id)
-                    changes.append(Change(f.id, d.id, "relist", None, None, d.occurred_at))
-            elif d.object == "person" and (f.id, d.entity_id) in in_ledger:
+                continue
+            if d.object in f.related and f.id not in relisted:
+                relisted.add(f.id)
+                changes.append(Change(f.id, d.id, "relist", None, None, d.occurred_at))
+            # Also when the filter is re-listed: the re-listing takes its deals' persons
+            # from the ledger, which this data brings up to date.
+            if d.object == "person" and (f.id, d.entity_id) in in_ledger:
                 changes.append(
                     Change(f.id, d.id, "person", action, d.entity_id, d.occurred_at, data, survivor)
                 )

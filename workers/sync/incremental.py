@@ -252,11 +252,13 @@ class IncrementalSync(JobRun):
         replaced by the survivor."""
         fresh, deleted = changes.persons()
         updates = dict(fresh)
-        survivors = {m for m in deleted.values() if m is not None and m not in fresh}
-        found = self._survivors(survivors)
+        # A survivor deleted in its turn takes nobody's deals: they have no email now.
+        survivors = {m for m in deleted.values() if m is not None and m not in deleted}
+        found = self._survivors(survivors - set(fresh))
         for person_id, survivor in deleted.items():
-            data = fresh.get(survivor) if survivor is not None else None
-            data = data or (found.get(survivor) if survivor is not None else None)
+            data = None
+            if survivor is not None and survivor not in deleted:
+                data = fresh.get(survivor) or found.get(survivor)
             updates[person_id] = data or Member(person_id, person_id, None, None, None)
         return updates
 

@@ -20,6 +20,7 @@ from service.clock import Clock, to_iso
 from service.config import Settings
 from service.logs import log_context
 from workers.sync.claims import (
+    WAITING_PREFIX,
     ClaimedJob,
     ClaimLost,
     Heartbeat,
@@ -50,7 +51,7 @@ class Paused(Exception):
 def paused_note(until: float) -> str:
     """The job's note while it waits for Pipedrive's budget."""
     return (
-        "Waiting: Pipedrive's daily API token budget is spent; the job runs again after "
+        f"{WAITING_PREFIX}Pipedrive's daily API token budget is spent; the job runs again after "
         f"{to_iso(int(until))}."
     )
 

@@ -81,7 +81,7 @@ def merged_to(version: str | None, payload: str) -> int | None:
     meta = _body(payload).get("meta")
     value = meta.get("merged_to_id") if isinstance(meta, dict) else None
     if isinstance(value, str) and value.isdigit() and len(value) < 19:
-        return int(value)
+        return int(value) or None
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
     return None
