@@ -191,3 +191,10 @@ CREATE TABLE filter_changes (
 );
 -- A job takes its filter's changes in id order.
 CREATE INDEX idx_filter_changes_filter ON filter_changes(filter_id, id);
+
+-- Contacts this service saw Brevo confirm, with the attributes hash confirmed: such a contact only needs adding to a list, whatever filter it came from.
+CREATE TABLE brevo_contacts (
+    email TEXT PRIMARY KEY,              -- normalised email
+    attrs_hash TEXT NOT NULL,            -- hash of the email and attributes Brevo confirmed
+    confirmed_at INTEGER NOT NULL
+);

@@ -211,6 +211,15 @@ class FilterChange(db.Entity):  # type: ignore[name-defined,misc]
     merged_to = Optional(int, size=64)
 
 
+class BrevoContact(db.Entity):  # type: ignore[name-defined,misc]
+    """A contact Brevo confirmed, with the attributes hash it confirmed."""
+
+    _table_ = "brevo_contacts"
+    email = PrimaryKey(str)
+    attrs_hash = Required(str)
+    confirmed_at = Required(int, size=64)
+
+
 class InboxEvent(db.Entity):  # type: ignore[name-defined,misc]
     """One webhook delivery, stored before it was answered (written by ``service.inbox``)."""
 

@@ -98,10 +98,17 @@ class Applier:
             ledger.confirm_removed(self.job.id, self.job.token, self.job.filter_id, removed, absent)
             after = batch[-1]
 
+    def apply(self) -> None:
+        """Apply the job's plan: contacts Brevo already holds as they should be join the
+        list first (batched, so a burst of moves between filters shows soonest), then email
+        changes, removals, and the other new or changed contacts."""
+        self.add_known_contacts()
+        self.rename_changed_emails()
+        self.remove_departed()
+        self.send_contacts()
+
     def send_contacts(self) -> None:
-        """Send new and changed contacts: those Brevo already holds as they should be are
-        only added to the list; the others go one by one when few, else by imports."""
-        self._add_known_contacts()
+        """Send new and changed contacts: one by one when few, else by imports."""
         first = ledger.pending_contacts(self.job.id, 0, ONE_BY_ONE_MAX + 1)
         if not first:
             return
@@ -110,7 +117,7 @@ class Applier:
         else:
             self._import_all()
 
-    def _add_known_contacts(self) -> None:
+    def add_known_contacts(self) -> None:
         """Add to the list, 150 per call, the pending contacts another filter's ledger
         confirmed with the same attributes: no import (nor its process poll, from Brevo's
         hourly budget) is needed for a contact that only joins a list. Those Brevo does not

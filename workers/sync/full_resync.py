@@ -115,9 +115,7 @@ class FullResync(JobRun):
             raise BrakeHeld(reason)
         assert target is not None
         applier = Applier(self.brevo, job, target.id, self.now, self.check)
-        applier.rename_changed_emails()
-        applier.remove_departed()
-        applier.send_contacts()
+        applier.apply()
         settling = time.monotonic()
         ledger.settle_ledger(job.id, job.token, job.filter_id, self.now())
         log.info("ledger settled", extra={"seconds": round(time.monotonic() - settling, 2)})

@@ -171,9 +171,7 @@ class IncrementalSync(JobRun):
     def _apply(self, plan: Plan, whole: bool, changes: FilterChanges, list_id: int) -> None:
         self._record(plan, whole, changes)
         applier = Applier(self.brevo, self.job, list_id, self.now, self.check)
-        applier.rename_changed_emails()
-        applier.remove_departed()
-        applier.send_contacts()
+        applier.apply()
 
     # --- staging -------------------------------------------------------------------------
 

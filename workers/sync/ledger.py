@@ -51,13 +51,15 @@ def adds_and_updates(where: str, params: dict[str, object]) -> tuple[int, int]:
 def pending_contacts(job_id: int, after_id: int, limit: int) -> list[PendingContact]:
     """The next pending contacts to send, by staged row id, one per email.
 
-    ``member_only`` is True when another filter's ledger already confirmed this email
-    with the same attributes: the contact exists as it should and only needs the list.
+    ``member_only`` is True when Brevo already confirmed this email with the same
+    attributes (for any filter, even one that has dropped it since): the contact exists as
+    it should and only needs the list.
     """
     rows = db.select(
         "id, email, first_name, last_name, EXISTS (SELECT 1 FROM memberships m "
         " WHERE m.email = sync_members.email AND m.attrs_hash = sync_members.attrs_hash "
-        " AND m.state = 'listed') "
+        " AND m.state = 'listed') OR EXISTS (SELECT 1 FROM brevo_contacts c "
+        " WHERE c.email = sync_members.email AND c.attrs_hash = sync_members.attrs_hash) "
         f"FROM sync_members WHERE job_id = $job_id AND id > $after_id AND {PENDING} "
         f"AND {FIRST_OF_EMAIL} ORDER BY id LIMIT $limit"
     )
@@ -120,6 +122,18 @@ def _record_members(
     )
 
 
+def _remember_contacts(where: str, params: dict[str, object]) -> None:
+    """Record that Brevo holds the emails of the staged rows matching ``where`` with the
+    attributes sent (those of each email's first row)."""
+    db.execute(
+        "INSERT INTO brevo_contacts (email, attrs_hash, confirmed_at) "
+        f"SELECT email, attrs_hash, $now FROM sync_members WHERE {where} AND {FIRST_OF_EMAIL} "
+        "ON CONFLICT (email) DO UPDATE SET attrs_hash = excluded.attrs_hash, "
+        "confirmed_at = excluded.confirmed_at",
+        params,
+    )
+
+
 @db_session
 def confirm_sent(
     job_id: int,
@@ -142,6 +156,7 @@ def confirm_sent(
     made, made_params = in_list("c", list(created) or [""])
     params.update(made_params)
     added, updated = adds_and_updates(where, params)
+    _remember_contacts(where, params)
     _record_members(where, params, "'listed'", f"email IN {made}")
     db.execute(f"UPDATE sync_members SET done = 1 WHERE {where}", params)
     totals = Totals(added=added, updated=updated)
@@ -253,6 +268,16 @@ def confirm_renamed(job_id: int, token: str, filter_id: int, change: EmailChange
         "AND s.entity_id = memberships.entity_id AND s.action = 'change' AND s.done = 0 "
         "AND s.email = $new AND memberships.filter_id = $filter_id "
         "AND memberships.email = $old AND memberships.state = 'listed'",
+        params,
+    )
+    # The contact's old address is gone from Brevo; its new one holds what was sent.
+    db.execute("DELETE FROM brevo_contacts WHERE email = $old", params)
+    db.execute(
+        "INSERT INTO brevo_contacts (email, attrs_hash, confirmed_at) "
+        "SELECT email, attrs_hash, $now FROM sync_members WHERE job_id = $job_id "
+        "AND action = 'change' AND done = 0 AND email = $new ORDER BY id LIMIT 1 "
+        "ON CONFLICT (email) DO UPDATE SET attrs_hash = excluded.attrs_hash, "
+        "confirmed_at = excluded.confirmed_at",
         params,
     )
     db.execute(
