@@ -410,3 +410,49 @@ def test_a_failed_webhook_check_is_logged_and_the_refresh_succeeds(
     (record,) = [r for r in caplog.records if r.name == "service.filter_refresh"]
     assert record.message.startswith("checking the pipedrive webhooks failed: ")
     assert "400" in record.message and "Hook-Pw-Refresh-4471" not in caplog.text
+
+
+def test_the_first_look_at_a_linked_filter_stores_its_related_objects(
+    refresh: Refresher, clean_db: Path
+) -> None:
+    """Seeded: 3 is a people filter on deal fields, 8 on organization fields, 2 on the
+    person's own fields only, 4 a deal filter on deal fields."""
+    refresh()
+    for filter_id in (2, 3, 4, 8):
+        link(clean_db, refresh, filter_id)
+    refresh()
+    stored = rows(clean_db)
+    assert {f: stored[f]["related_objects"] for f in (1, 2, 3, 4, 8)} == {
+        1: None,  # not linked: its conditions were not read
+        2: "",
+        3: "deal",
+        4: "",
+        8: "organization",
+    }
+    assert refresh.pipedrive_calls("/v1/filters/{id}") == 4
+    assert refresh.enqueued == []
+
+
+def test_a_linked_filter_seen_before_related_objects_existed_is_read_once_more(
+    refresh: Refresher, clean_db: Path
+) -> None:
+    """A database from before version 7 knows the conditions hash but not the related
+    objects: the next refresh reads the conditions again, fills them in and schedules
+    nothing (the conditions did not change)."""
+    refresh()
+    link(clean_db, refresh, 3)
+    refresh()
+    with sqlite3.connect(clean_db) as connection:
+        connection.execute("UPDATE filters SET related_objects = NULL WHERE id = 3")
+    connection.close()
+    stored_hash = rows(clean_db)[3]["conditions_hash"]
+
+    result = refresh(now=NOW + 5)
+
+    assert result.updated == 0
+    assert rows(clean_db)[3]["related_objects"] == "deal"
+    assert rows(clean_db)[3]["conditions_hash"] == stored_hash
+    assert refresh.pipedrive_calls("/v1/filters/{id}") == 2
+    assert refresh.enqueued == [] and list_jobs()[0] == []
+    refresh(now=NOW + 10)
+    assert refresh.pipedrive_calls("/v1/filters/{id}") == 2  # known now: not read again

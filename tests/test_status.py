@@ -7,6 +7,7 @@ from pathlib import Path
 
 from service import status
 from service.api_usage import DatabaseUsage
+from service.budget import pause_pipedrive
 from service.clients.usage import CallKey, RateFigures
 from service.clock import ManualClock, to_iso
 from workers.periodic import FORGET_HEARTBEAT_SECONDS, Duty, PeriodicLoop, record_heartbeat
@@ -48,7 +49,7 @@ def heartbeat_holders(path: Path) -> list[str]:
 
 
 def test_an_empty_database_gives_zeros_and_nulls(clean_db: Path, tmp_path: Path) -> None:
-    body = status.collect(f"sqlite:///{tmp_path / 'queue.db'}", NOW)
+    body = status.collect(f"sqlite:///{tmp_path / 'queue.db'}", NOW, 1.5)
     assert body == {
         "checked_at": to_iso(NOW),
         "inbox": {
@@ -57,6 +58,12 @@ def test_an_empty_database_gives_zeros_and_nulls(clean_db: Path, tmp_path: Path)
             "processed": 0,
             "oldest_pending_age_seconds": None,
             "last_webhook_at": None,
+        },
+        "sync": {
+            "changes_waiting": 0,
+            "configured_coalesce_seconds": 1.5,
+            "coalesce_seconds": 1.5,
+            "pipedrive_paused_until": None,
         },
         "queue": {"depth": 0, "error": None},
         "jobs": {
@@ -243,6 +250,31 @@ def test_api_calls_of_the_last_hour_and_the_last_rate_figures(clean_db: Path) ->
     }
     # Two hours on, every call counted above has aged out.
     assert status.apis_status(NOW + 7200)["pipedrive"]["calls_last_hour"] == 0
+
+
+def test_sync_counts_waiting_changes_and_shows_the_widened_window_and_the_pause(
+    clean_db: Path,
+) -> None:
+    insert_jobs(clean_db, [(1, 31, "completed", NOW - 60), (2, 32, "completed", NOW - 60)])
+    with sqlite3.connect(clean_db) as connection:
+        connection.executemany(
+            "INSERT INTO filter_changes (filter_id, inbox_id, kind, action, entity_id, "
+            "occurred_at) VALUES (?, 1, 'member', 'change', ?, ?)",
+            [(31, 7, NOW - 9), (31, 8, NOW - 8), (32, 7, NOW - 9)],
+        )
+    connection.close()
+    # A fifth of the daily budget left: the window is 2.5 times the configured one.
+    DatabaseUsage().record_figures("pipedrive", RateFigures(80, 80, 2.0, 30000, 6000), NOW - 1)
+    assert status.sync_status(NOW, 2.0) == {
+        "changes_waiting": 3,
+        "configured_coalesce_seconds": 2.0,
+        "coalesce_seconds": 5.0,
+        "pipedrive_paused_until": None,
+    }
+
+    until = pause_pipedrive(NOW, 3600)
+    assert status.sync_status(NOW + 10, 2.0)["pipedrive_paused_until"] == to_iso(int(until))
+    assert status.sync_status(int(until), 2.0)["pipedrive_paused_until"] is None
 
 
 def test_queue_depth_counts_the_messages_waiting_in_a_sqlite_queue(tmp_path: Path) -> None:

@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import sqlite3
 import subprocess
 import time
-from datetime import datetime
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from service.clock import ManualClock
+from service.config import Settings
+from service.jobs import get_job
 from service.schema import migrate
 from tests.conftest import Started, json_lines, process_env, start_pbsync, wait_for
+from tests.sync.conftest import (
+    add_filter,
+    delivery_body,
+    object_event,
+    person_event,
+    store_delivery,
+)
 from workers.periodic import Duty, PeriodicLoop, claim_duty
+from workers.tasks import Tasks
+from workers.worker import DRAIN_EVERY_SECONDS, worker_duties
 
 DUTY = "remove_expired_sessions"
 
@@ -133,3 +146,79 @@ def test_periodic_loop_survives_a_failing_duty(clean_db: Path) -> None:
     clock.advance(60)
     assert loop.tick() == ["healthy"]
     assert ran == ["healthy", "healthy"]
+
+
+class FakeTasks:
+    """Stands in for the huey task wrappers: records what the duties enqueue."""
+
+    def __init__(self) -> None:
+        self.jobs: list[int] = []
+        self.refreshes = 0
+
+    def tasks(self) -> Tasks:
+        def refresh() -> None:
+            self.refreshes += 1
+
+        return Tasks(
+            remove_expired_sessions=lambda: None,
+            run_sync_job=self.jobs.append,
+            refresh_filters=refresh,
+            drain_inbox=lambda: None,
+        )
+
+
+def test_the_worker_loop_drains_the_inbox_every_second(
+    clean_db: Path, settings: Settings, clock: ManualClock
+) -> None:
+    """The drain is a quiet duty of every second; a burst is routed once it has waited the
+    coalesce window, and its filter's incremental job is enqueued (and a filter delivery
+    asks for a refresh)."""
+    add_filter(41, "Drained", "people", brevo_list_id=7)
+    fake = FakeTasks()
+    configured = replace(settings, sync_coalesce_seconds=3.0)
+    loop = PeriodicLoop(
+        [d for d in worker_duties(configured, fake.tasks(), clock) if d.name == "drain_inbox"],
+        clock,
+        "holder",
+    )
+    (duty,) = loop.duties
+    assert (duty.every, duty.quiet) == (DRAIN_EVERY_SECONDS, True) and DRAIN_EVERY_SECONDS == 1
+    at = datetime.fromtimestamp(clock.now() - 50, UTC)
+    store_delivery(delivery_body(person_event(7, "ada@example.com", at=at)), clock.now())
+    store_delivery(delivery_body(object_event("filter", 41, at=at)), clock.now())
+
+    assert loop.tick() == ["drain_inbox"]
+    assert loop.tick() == []  # once per second
+    assert (fake.jobs, fake.refreshes) == ([], 0)  # the burst is still gathering
+    clock.advance(2)
+    assert loop.tick() == ["drain_inbox"]
+    assert fake.jobs == []
+    clock.advance(1)
+    assert loop.tick() == ["drain_inbox"]
+
+    (job_id,) = fake.jobs
+    job = get_job(job_id)
+    assert job is not None
+    assert (job.filter_id, job.kind, job.trigger) == (41, "incremental", "webhook")
+    assert fake.refreshes == 1
+    clock.advance(1)
+    assert loop.tick() == ["drain_inbox"]
+    assert (len(fake.jobs), fake.refreshes) == (1, 1)
+
+
+def test_a_quiet_duty_logs_its_runs_at_debug_only(
+    clean_db: Path, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    loop = PeriodicLoop(
+        [Duty("loud", 60, lambda: None), Duty("hushed", 1, lambda: None, quiet=True)],
+        clock,
+        "holder",
+    )
+    with caplog.at_level(logging.DEBUG, logger="workers.periodic"):
+        assert loop.tick() == ["loud", "hushed"]
+    levels = {
+        r.duty: r.levelno  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.getMessage() == "periodic duty due"
+    }
+    assert levels == {"loud": logging.INFO, "hushed": logging.DEBUG}

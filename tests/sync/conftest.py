@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +24,25 @@ import pytest
 from pony import orm
 
 from sandbox.contract.ledger import ContractLedger
+from sandbox.pipedrive.events import V1_ACTIONS, ChangeEvent, v1_body, v2_body
+from sandbox.pipedrive.model import (
+    ADMIN_USER_ID,
+    Dataset,
+    Email,
+    Person,
+    Webhook,
+    v1_time,
+    v2_time,
+)
+from sandbox.pipedrive.payload_data import person_webhook_v1, person_webhook_v2
 from sandbox.recording import Exchange
-from service import jobs
+from service import inbox, jobs
 from service.clients.factory import pipedrive_client
 from service.clock import ManualClock
 from service.config import Settings
 from service.db import Filter, bound_path
 from service.filter_refresh import refresh_filters
+from service.webhooks import classify, parse_body
 from tests.fake_control import OTHER_BREVO_USER, WRITE_METHODS, Brevo, Pipedrive, service_settings
 from tests.fakes import RunningFake
 from workers.sync.runner import run_job
@@ -268,3 +282,161 @@ def jobs_of(filter_id: int) -> list[dict[str, Any]]:
 def staged_count(job_id: int) -> int:
     """How many members the job has staged."""
     return int(_read("SELECT COUNT(*) FROM sync_members WHERE job_id = ?", job_id)[0][0])
+
+
+# --- webhook deliveries ------------------------------------------------------------------
+
+# The webhooks the bodies below are addressed to (nothing is sent: the tests store them).
+_TEST_WEBHOOKS = {
+    version: Webhook(
+        id=900 + int(version),
+        subscription_url="http://127.0.0.1:9/webhooks/pipedrive",
+        event_action="*",
+        event_object="*",
+        name="sync tests",
+        version=f"{version}.0",
+        user_id=ADMIN_USER_ID,
+        http_auth_user=None,
+        http_auth_password=None,
+        add_time=datetime(2030, 1, 1, tzinfo=UTC),
+    )
+    for version in ("1", "2")
+}
+
+
+def delivery_body(event: ChangeEvent, version: str = "2", attempt: int = 1) -> dict[str, Any]:
+    """The webhook body the fake Pipedrive sends for ``event`` (``version`` "1" or "2");
+    a v2 redelivery (a later ``attempt``) repeats the event id."""
+    webhook = _TEST_WEBHOOKS[version]
+    if version == "2":
+        return v2_body(event, webhook, f"test-{event.correlation_id}", attempt)
+    return v1_body(event, webhook, attempt)
+
+
+def store_delivery(body: dict[str, Any], received_at: int) -> str:
+    """Store ``body`` in the inbox as the webhook endpoint would; the outcome."""
+    parsed, text = parse_body(json.dumps(body).encode())
+    path = bound_path()
+    assert path is not None
+    return inbox.store(path, classify(parsed, text), received_at)
+
+
+class Deliveries:
+    """The change events the fake Pipedrive announced, turned into stored deliveries when
+    the test says so (``deliver``): the webhook endpoint's work without the web process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._events: list[ChangeEvent] = []
+
+    def __call__(self, events: list[ChangeEvent]) -> None:
+        with self._lock:
+            self._events.extend(events)
+
+    def take(self) -> list[ChangeEvent]:
+        """The events announced since the last ``take`` (or ``deliver``), oldest first."""
+        with self._lock:
+            taken, self._events = self._events, []
+        return taken
+
+    def deliver(
+        self, received_at: int, version: str = "2", events: list[ChangeEvent] | None = None
+    ) -> list[ChangeEvent]:
+        """Store the bodies of ``events`` (default: those announced since the last take) in
+        the inbox, in order; the events stored."""
+        chosen = self.take() if events is None else events
+        for event in chosen:
+            assert store_delivery(delivery_body(event, version), received_at) == "received"
+        return chosen
+
+
+@pytest.fixture
+def deliveries(pipedrive_fake: RunningFake) -> Iterator[Deliveries]:
+    """Taps the fake Pipedrive's change announcements for the test."""
+    state = pipedrive_fake.app.state.fake
+    tap = Deliveries()
+    state.listeners.append(tap)
+    try:
+        yield tap
+    finally:
+        state.listeners.remove(tap)
+
+
+def age_records(world: World, seconds: int = 3600) -> None:
+    """Move the ``update_time`` of every person and deal changed in the last ten minutes
+    back by ``seconds``: as if the test's records were last changed long ago, so that an
+    ``updated_since`` listing returns only what the test changes afterwards."""
+    state = world.pipedrive.fake.app.state.fake
+    recent = datetime.now(UTC) - timedelta(minutes=10)
+    with state.lock:
+        for record in [*state.data.persons.values(), *state.data.deals.values()]:
+            if record.update_time >= recent:
+                record.update_time -= timedelta(seconds=seconds)
+        state.revision += 1  # cached listings are stale
+
+
+def change_count(filter_id: int | None = None) -> int:
+    """Routed changes waiting (for one filter, or for all)."""
+    if filter_id is None:
+        return int(_read("SELECT COUNT(*) FROM filter_changes")[0][0])
+    rows = _read("SELECT COUNT(*) FROM filter_changes WHERE filter_id = ?", filter_id)
+    return int(rows[0][0])
+
+
+def person_event(
+    person_id: int,
+    *emails: str,
+    first: str = "Ada",
+    last: str | None = "Test",
+    at: datetime,
+    action: str = "change",
+    merged_to: int | None = None,
+    v1_action: str | None = None,
+) -> ChangeEvent:
+    """The event the fake Pipedrive announces for a person with these emails (the first
+    one primary), last changed ``at``; a delete carries no current data."""
+    person = Person(
+        id=person_id,
+        name=f"{first} {last}" if last else first,
+        first_name=first,
+        last_name=last,
+        emails=[Email(e, primary=i == 0) for i, e in enumerate(emails)],
+        phones=[],
+        org_id=None,
+        owner_id=ADMIN_USER_ID,
+        label_ids=[],
+        add_time=at - timedelta(days=1),
+        update_time=at,
+    )
+    live = action != "delete"
+    return ChangeEvent(
+        entity="person",
+        entity_id=person_id,
+        action=action,
+        v1_action=v1_action or V1_ACTIONS[action],
+        at=at,
+        v2_data=person_webhook_v2(person) if live else None,
+        v2_previous=None if live else person_webhook_v2(person),
+        v1_current=person_webhook_v1(person, Dataset()) if live else None,
+        v1_previous=person_webhook_v1(person, Dataset()),
+        merged_to_id=merged_to,
+    )
+
+
+def object_event(
+    entity: str, entity_id: int, *, at: datetime, action: str = "change"
+) -> ChangeEvent:
+    """The event of a deal, organization or other object, with a minimal body."""
+    live = action != "delete"
+    data = {"id": entity_id, "update_time": v2_time(at)}
+    return ChangeEvent(
+        entity=entity,
+        entity_id=entity_id,
+        action=action,
+        v1_action=V1_ACTIONS[action],
+        at=at,
+        v2_data=data if live else None,
+        v2_previous=None if live else data,
+        v1_current={"id": entity_id, "update_time": v1_time(at)} if live else None,
+        v1_previous=None,
+    )

@@ -10,19 +10,24 @@ from dataclasses import replace
 import pytest
 
 from service import jobs
+from service.budget import paused_until
 from service.clock import ManualClock
 from service.config import Settings
 from tests.sync.conftest import (
+    Deliveries,
     Exchanges,
     World,
     add_filter,
+    age_records,
+    change_count,
     completed,
     counts,
     job_row,
     jobs_of,
 )
 from workers.sync.claims import claim_job, new_token
-from workers.sync.runner import heartbeat_every, run_job
+from workers.sync.drain import drain
+from workers.sync.runner import heartbeat_every, paused_note, run_job
 from workers.sync.sweeper import WORKER_STOPPED, sweep
 from workers.worker import sweep_every
 
@@ -188,3 +193,110 @@ def test_heartbeat_and_sweep_fit_in_the_stale_window() -> None:
         assert 1 <= sweep_every(stale) <= max(1, stale // 3)
     assert heartbeat_every(30) == 10
     assert sweep_every(30) == 5
+
+
+# --- Pipedrive's daily token budget -------------------------------------------------------
+
+
+def test_a_spent_budget_gives_the_job_back_until_the_reset_then_it_runs(
+    world: World, exchanges: Exchanges, deliveries: Deliveries
+) -> None:
+    """An incremental job meets the exhausted budget: it is released unclaimed with the
+    "Waiting" note, Pipedrive work pauses until the announced reset, a delivery of its
+    message meanwhile claims nothing, and once the pause is over it runs."""
+    filter_id = linked_filter(world, "BUDGET")
+    age_records(world)  # the listing after the pause returns Cid alone
+    deliveries.take()
+    world.pipedrive.person("Cid", "Test", "cid@budget.example.com", tier="BUDGET")
+    world.clock.advance(1)
+    deliveries.deliver(world.clock.now())
+    world.clock.advance(int(world.settings.sync_coalesce_seconds))
+    drained = drain(
+        world.clock.now(), world.settings.sync_coalesce_seconds, lambda _: None, lambda: None
+    )
+    (job_id,) = drained.jobs
+    fake = world.pipedrive.fake
+    used = fake.control("GET", "/_sandbox/usage").json()["tokens_used"]
+    fake.control("PUT", "/_sandbox/settings", json={"daily_token_budget": used})
+    mark = exchanges.mark()
+
+    world.run(job_id)
+
+    (refused,) = [e for e in exchanges.since(mark) if e.path.startswith("/api/")]
+    assert refused.status == 429
+    headers = {k.lower(): v for k, v in refused.response_headers.items()}
+    retry_after = float(headers["retry-after"])
+    assert retry_after >= float(headers["x-ratelimit-reset"])  # the wait the answer asks for
+    until = world.clock.now() + retry_after
+    row = job_row(job_id)
+    assert (row["status"], row["claimed_at"], row["claim_token"]) == ("processing", None, None)
+    assert (row["error_message"], row["completed_at"]) == (None, None)
+    assert row["note"] == paused_note(until)
+    assert row["note"].startswith("Waiting: ")
+    assert paused_until(world.clock.now()) == until
+    assert world.query("SELECT COUNT(*) FROM sync_members") == [(0,)]
+    assert change_count(filter_id) == 1  # kept for the run after the pause
+
+    # While paused, the job's message (the sweeper re-enqueues it) claims nothing.
+    world.clock.advance(int(retry_after) - 1)
+    mark = exchanges.mark()
+    world.run(job_id)
+    assert job_row(job_id)["claimed_at"] is None
+    assert exchanges.since(mark) == []
+
+    # The budget has reset by the end of the pause.
+    fake.control(
+        "PUT",
+        "/_sandbox/settings",
+        json={"daily_token_budget": fake.defaults["daily_token_budget"]},
+    )
+    fake.control("POST", "/_sandbox/budget/reset")
+    world.clock.advance(2)
+    job = completed(world.run(job_id))
+    assert (job.kind, counts(job)) == ("incremental", (1, 1, 0, 0, 0))
+    assert world.brevo.emails(world.list_id(filter_id)) == [
+        "ann@budget.example.com",
+        "bob@budget.example.com",
+        "cid@budget.example.com",
+    ]
+    assert change_count(filter_id) == 0
+
+
+def test_a_job_run_after_the_pause_no_longer_says_it_is_waiting(world: World) -> None:
+    filter_id = linked_filter(world, "RESUMED")
+    fake = world.pipedrive.fake
+    used = fake.control("GET", "/_sandbox/usage").json()["tokens_used"]
+    fake.control("PUT", "/_sandbox/settings", json={"daily_token_budget": used})
+    job_id = world.create(filter_id)
+    world.run(job_id)
+    until = paused_until(world.clock.now())
+    assert until is not None and job_row(job_id)["note"] == paused_note(until)
+    fake.control(
+        "PUT",
+        "/_sandbox/settings",
+        json={"daily_token_budget": fake.defaults["daily_token_budget"]},
+    )
+    fake.control("POST", "/_sandbox/budget/reset")
+    world.clock.advance(int(until - world.clock.now()) + 1)
+
+    job = completed(world.run(job_id))
+
+    assert counts(job) == (2, 0, 0, 0, 0)
+    assert job.note is None
+
+
+def test_a_released_job_is_enqueued_again_by_the_sweeper(world: World) -> None:
+    filter_id = linked_filter(world, "REDRIVE")
+    fake = world.pipedrive.fake
+    used = fake.control("GET", "/_sandbox/usage").json()["tokens_used"]
+    fake.control("PUT", "/_sandbox/settings", json={"daily_token_budget": used})
+    job_id = world.create(filter_id)
+    world.run(job_id)
+    released_at = world.clock.now()
+    assert job_row(job_id)["claimed_at"] is None
+
+    stale = world.settings.job_stale_seconds
+    enqueued: list[int] = []
+    assert sweep(released_at + stale, stale, enqueued.append).redriven == []
+    assert sweep(released_at + stale + 1, stale, enqueued.append).redriven == [job_id]
+    assert enqueued == [job_id]

@@ -3,15 +3,25 @@ jobs whose queue message was lost are enqueued again, once per stale window."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from service import jobs
 from service.clock import ManualClock
-from tests.sync.conftest import add_filter, job_row, jobs_of, soft_delete_filter, staged_count
+from service.db import bound_path
+from tests.sync.conftest import (
+    add_filter,
+    change_count,
+    job_row,
+    jobs_of,
+    soft_delete_filter,
+    staged_count,
+)
 from workers.sync.claims import ClaimedJob, claim_job, finish_job, heartbeat, new_token
 from workers.sync.contacts import Member
+from workers.sync.drain import start_incremental_jobs
 from workers.sync.plan import stage
 from workers.sync.sweeper import WORKER_STOPPED, SweepResult, sweep
 
@@ -182,3 +192,35 @@ def test_unclaimed_job_is_never_failed(clock: ManualClock) -> None:
     result = sweep(clock.now(), STALE, Enqueued())
     assert result.failed == [] and result.redriven == [job_id]
     assert job_row(job_id)["status"] == "processing"
+
+
+@pytest.mark.usefixtures("filters")
+def test_stale_incremental_job_gets_no_recovery_and_its_changes_wait(clock: ManualClock) -> None:
+    """The changes the dead worker's incremental job held are still routed to the filter:
+    the drain starts a new incremental job for them, not the sweeper a full resync."""
+    job = started(PEOPLE, clock, kind="incremental")
+    path = bound_path()
+    assert path is not None
+    with sqlite3.connect(path) as connection:
+        connection.execute(
+            "INSERT INTO filter_changes (filter_id, inbox_id, kind, action, entity_id, "
+            "occurred_at) VALUES (?, 1, 'member', 'change', 7, ?)",
+            (PEOPLE, clock.now()),
+        )
+    connection.close()
+    clock.advance(STALE + 1)
+    enqueued = Enqueued()
+
+    result = sweep(clock.now(), STALE, enqueued)
+
+    assert result.failed == [job.id]
+    assert result.recovery_jobs == [] and enqueued == []
+    row = job_row(job.id)
+    assert (row["status"], row["error_message"]) == ("failed", WORKER_STOPPED)
+    assert [j["id"] for j in jobs_of(PEOPLE)] == [job.id]
+    assert change_count(PEOPLE) == 1
+    # The drain picks the changes up once the pause after a failed incremental job is over.
+    assert start_incremental_jobs(clock.now() + STALE - 1, enqueued, STALE) == []
+    (again,) = start_incremental_jobs(clock.now() + STALE, enqueued, STALE)
+    assert enqueued == [again]
+    assert (job_row(again)["kind"], job_row(again)["trigger"]) == ("incremental", "webhook")
