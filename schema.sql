@@ -198,3 +198,14 @@ CREATE TABLE brevo_contacts (
     attrs_hash TEXT NOT NULL,            -- hash of the email and attributes Brevo confirmed
     confirmed_at INTEGER NOT NULL
 );
+
+-- Emails a job is sending to a filter's list, written before the call: a worker killed before the ledger recorded Brevo's answer leaves them here, and the next run takes them out unless a member maps them.
+CREATE TABLE brevo_sends (
+    id INTEGER PRIMARY KEY,
+    filter_id INTEGER NOT NULL REFERENCES filters(id) ON DELETE CASCADE,
+    job_id INTEGER NOT NULL,             -- the job that sent it
+    email TEXT NOT NULL,
+    sent_at INTEGER NOT NULL
+);
+-- The plan looks a filter's sends up by email.
+CREATE INDEX idx_brevo_sends_filter_email ON brevo_sends(filter_id, email);

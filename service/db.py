@@ -73,6 +73,7 @@ class Filter(db.Entity):  # type: ignore[name-defined,misc]
     jobs = Set("SyncJob")
     memberships = Set("Membership")
     changes = Set("FilterChange")
+    sends = Set("BrevoSend")
 
 
 class SyncJob(db.Entity):  # type: ignore[name-defined,misc]
@@ -218,6 +219,17 @@ class BrevoContact(db.Entity):  # type: ignore[name-defined,misc]
     email = PrimaryKey(str)
     attrs_hash = Required(str)
     confirmed_at = Required(int, size=64)
+
+
+class BrevoSend(db.Entity):  # type: ignore[name-defined,misc]
+    """An email a job sent to a filter's list, until the ledger settles it."""
+
+    _table_ = "brevo_sends"
+    id = PrimaryKey(int, auto=True, size=64)
+    filter = Required(Filter, column="filter_id")
+    job_id = Required(int, size=64)
+    email = Required(str)
+    sent_at = Required(int, size=64)
 
 
 class InboxEvent(db.Entity):  # type: ignore[name-defined,misc]

@@ -41,6 +41,7 @@ freezegun.configure(
 ADMIN_PASSWORD = "correct-horse-battery"
 REPO = Path(__file__).resolve().parent.parent
 TABLES = (
+    "brevo_sends",
     "brevo_contacts",
     "filter_changes",
     "sync_members",

@@ -602,3 +602,33 @@ def test_dry_run_of_a_deleted_list_counts_what_the_sync_then_does(world: World) 
 
     assert counts(real) == (2, 1, 0, 0, 1)
     assert counts(dry) == counts(real)
+
+
+def test_contacts_sent_but_never_confirmed_leave_the_list_once_their_members_left(
+    world: World,
+) -> None:
+    """Brevo took the import, but the job ended before the ledger recorded it (here the
+    read-back fails; a killed worker is the same): the sends were written down first, so
+    once those persons leave the filter the next run takes them out, and the one who
+    stayed is confirmed."""
+    people = [(f"Imp{i:02d}", f"imp{i:02d}@fr.example.com") for i in range(25)]
+    filter_id, ids = people_filter(world, "SENT", *people)
+    read_back = "/v3/contacts/lists/*/contacts"
+    world.brevo.faults({"kind": "500", "method": "GET", "path": read_back, "count": 5})
+
+    failed = world.sync(filter_id)
+
+    assert failed.status == "failed" and "500" in (failed.error_message or "")
+    list_id = world.list_id(filter_id)
+    assert len(world.brevo.emails(list_id)) == 25  # in Brevo's list, unknown to the ledger
+    assert world.ledger(filter_id) == {}
+    world.brevo.faults()
+    for first, _ in people[1:]:
+        world.pipedrive.set_tier(ids[first], None)
+
+    job = completed(world.sync(filter_id))
+
+    # 24 taken out (counted: Brevo had them in the list), the one member sent again.
+    assert counts(job) == (1, 1, 0, 24, 0)
+    assert world.brevo.emails(list_id) == ["imp00@fr.example.com"]
+    assert world.query("SELECT COUNT(*) FROM brevo_sends") == [(0,)]

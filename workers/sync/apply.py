@@ -71,6 +71,7 @@ class Applier:
             if contact is None or contact.email_blacklisted:
                 continue
             attributes = contact_attributes(change.first_name, change.last_name)
+            self._sending([change.new_email])
             try:
                 self.brevo.update_contact(change.old_email, attributes, change.new_email)
             except ApiRequestError as exc:
@@ -137,6 +138,7 @@ class Applier:
 
     def _add_to_list(self, emails: list[str]) -> None:
         self.check()
+        self._sending(emails)
         result = self.brevo.add_to_list(self.list_id, emails)
         added = {e.strip().lower() for e in result.succeeded}
         confirmed = sorted(e for e in emails if e in added)
@@ -144,9 +146,13 @@ class Applier:
             self.job.id, self.job.token, self.job.filter_id, confirmed, [], self.now()
         )
 
+    def _sending(self, emails: list[str]) -> None:
+        ledger.record_sending(self.job.id, self.job.token, self.job.filter_id, emails, self.now())
+
     def _send_one_by_one(self, pending: list[PendingContact]) -> None:
         for contact in pending:
             self.check()
+            self._sending([contact.email])
             try:
                 attributes = contact_attributes(contact.first_name, contact.last_name)
                 created = self.brevo.upsert_contact(contact.email, attributes, [self.list_id])
@@ -204,6 +210,9 @@ class Applier:
 
     def _import(self, body: bytearray, first_ids: tuple[int, int]) -> None:
         """One import: start, wait, confirm by reading the list back, reject the rest."""
+        ledger.record_sending(
+            self.job.id, self.job.token, self.job.filter_id, [], self.now(), first_ids
+        )
         started = self.brevo.start_import_json(self.list_id, body)
         del body
         status = self.brevo.wait_for_process(started.process_id)

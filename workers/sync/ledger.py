@@ -4,6 +4,12 @@ first checks the claim token, so a job declared dead can no longer change anythi
 The ledger records only what Brevo confirmed: a member's email is ``listed`` once Brevo
 showed it in the list, ``rejected`` when Brevo refused it (remembered with the attributes
 hash, so it is not sent again until the person changes).
+
+What is in flight is written down before it is sent (``brevo_sends``): a worker killed
+between Brevo's acceptance and the ledger's record would otherwise leave addresses in the
+list that no run knows to take out. Until the ledger settles them, such emails are
+removal candidates like listed ones: taken out unless a member still maps them (a
+removal of an address that never arrived is counted as absent).
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from dataclasses import dataclass
 
 from service.db import db, db_session
 from workers.sync.claims import Totals, add_totals, check_claim
-from workers.sync.sql import in_list
+from workers.sync.sql import in_list, values_rows
 
 PENDING = "action IN ('add', 'update', 'change') AND done = 0"
 # The first staged row of an email is the one sent; the others ride along with it.
@@ -290,11 +296,47 @@ def confirm_renamed(job_id: int, token: str, filter_id: int, change: EmailChange
 
 
 @db_session
+def record_sending(
+    job_id: int,
+    token: str,
+    filter_id: int,
+    emails: Sequence[str],
+    now: int,
+    first_ids: tuple[int, int] | None = None,
+) -> None:
+    """Write down, before the call, the emails about to be sent to the filter's list:
+    ``emails``, or the pending contacts of a staged range (an import)."""
+    check_claim(job_id, token)
+    params: dict[str, object] = {"job_id": job_id, "filter_id": filter_id, "now": now}
+    if first_ids is not None:
+        where, more = _pending_of([], first_ids)
+        params.update(more)
+        db.execute(
+            "INSERT INTO brevo_sends (filter_id, job_id, email, sent_at) "
+            f"SELECT $filter_id, $job_id, email, $now FROM sync_members WHERE {where} "
+            f"AND {FIRST_OF_EMAIL}",
+            params,
+        )
+    if emails:
+        values, more = values_rows("e", [(filter_id, job_id, e, now) for e in emails])
+        db.execute(
+            f"INSERT INTO brevo_sends (filter_id, job_id, email, sent_at) VALUES {values}", more
+        )
+
+
+# Emails that may be in the filter's list: confirmed ones, and those sent but not settled.
+_MAYBE_LISTED = (
+    "SELECT email FROM memberships WHERE filter_id = $filter_id AND state = 'listed' "
+    "UNION SELECT email FROM brevo_sends WHERE filter_id = $filter_id"
+)
+
+
+@db_session
 def removal_batch(job_id: int, filter_id: int, after: str, limit: int) -> list[str]:
-    """The next listed emails of the filter that no staged member maps to any more."""
+    """The next emails that may be in the filter's list (listed, or sent and never
+    settled) that no staged member maps to any more."""
     rows = db.select(
-        "DISTINCT m.email FROM memberships m WHERE m.filter_id = $filter_id "
-        "AND m.state = 'listed' AND m.email > $after "
+        f"email FROM ({_MAYBE_LISTED}) m WHERE m.email > $after "
         "AND NOT EXISTS (SELECT 1 FROM sync_members s WHERE s.job_id = $job_id "
         " AND s.email = m.email AND s.action != 'skip') ORDER BY m.email LIMIT $limit"
     )
@@ -314,12 +356,18 @@ def confirm_removed(
     if removed:
         listed, params = in_list("r", list(removed))
         params.update(job_id=job_id, filter_id=filter_id)
+        # The old address of a changed member is part of its update, not a removal; an
+        # address only sent (never settled) that Brevo took out is one.
+        listed_row = (
+            "SELECT 1 FROM memberships o WHERE o.filter_id = $filter_id AND o.state = 'listed' "
+            "AND o.email = m.email"
+        )
         counted = int(
             db.select(
-                "COUNT(DISTINCT m.email) FROM memberships m WHERE m.filter_id = $filter_id "
-                f"AND m.state = 'listed' AND m.email IN {listed} "
-                "AND NOT EXISTS (SELECT 1 FROM sync_members s WHERE s.job_id = $job_id "
-                " AND s.entity_id = m.entity_id AND s.action = 'change')",
+                f"COUNT(*) FROM ({_MAYBE_LISTED}) m WHERE m.email IN {listed} "
+                f"AND (NOT EXISTS ({listed_row}) OR EXISTS ({listed_row} "
+                " AND NOT EXISTS (SELECT 1 FROM sync_members s WHERE s.job_id = $job_id "
+                "  AND s.entity_id = o.entity_id AND s.action = 'change')))",
                 params,
             )[0]
         )
@@ -331,6 +379,9 @@ def confirm_removed(
             "DELETE FROM memberships WHERE filter_id = $filter_id AND state = 'listed' "
             f"AND email IN {listed}",
             params,
+        )
+        db.execute(
+            f"DELETE FROM brevo_sends WHERE filter_id = $filter_id AND email IN {listed}", params
         )
     add_totals(job_id, token, Totals(removed=counted))
     return counted
@@ -357,6 +408,13 @@ def settle_ledger(job_id: int, token: str, filter_id: int, now: int) -> None:
         " SELECT 1 FROM sync_members s WHERE s.job_id = $job_id "
         " AND s.entity_id = memberships.entity_id)"
     )
+    # Sends the ledger now accounts for are settled; the others (a read-back that lagged)
+    # stay candidates for the next run.
+    db.execute(
+        "DELETE FROM brevo_sends WHERE filter_id = $filter_id AND EXISTS (SELECT 1 FROM "
+        "memberships m WHERE m.filter_id = $filter_id AND m.email = brevo_sends.email "
+        "AND m.state IN ('listed', 'rejected'))"
+    )
 
 
 @db_session
@@ -364,4 +422,5 @@ def forget_list(job_id: int, token: str, filter_id: int) -> int:
     """Forget every listed email of the filter (its Brevo list is gone); return how many."""
     check_claim(job_id, token)
     cursor = db.execute("DELETE FROM memberships WHERE filter_id = $filter_id AND state = 'listed'")
+    db.execute("DELETE FROM brevo_sends WHERE filter_id = $filter_id")
     return int(cursor.rowcount)
