@@ -19,9 +19,15 @@ Behaviour:
 
 - ``PUT /_sandbox/faults`` (a fault plan) · ``GET /_sandbox/faults``
 - ``PUT /_sandbox/settings`` {ignore_updated_since?, daily_token_budget?, burst_limit?,
-  retry_scale?, delivery_timeout?, token?} · ``GET /_sandbox/settings``
+  retry_scale?, delivery_timeout?, token?, budget_reset_seconds?} · ``GET /_sandbox/settings``
+- ``budget_reset_seconds`` (a positive number, or null): the token budget's "day" lasts
+  that many seconds, counted from when the setting is applied; the budget refills when
+  each one ends, and a 429 for a spent budget says in ``retry-after`` how long until then
+  (whole seconds, rounded up, at least 1). Null (the default, and after a reset): days
+  end at UTC midnight.
 - ``GET /_sandbox/usage`` → {tokens_used, daily_token_budget, calls}
-- ``POST /_sandbox/budget/reset`` · ``POST /_sandbox/reset`` {"seed"?}
+- ``POST /_sandbox/budget/reset`` (a refill; a short day starts again) ·
+  ``POST /_sandbox/reset`` {"seed"?}
 - ``GET /_sandbox/deliveries`` → {"deliveries": [...]} · ``PUT /_sandbox/drift`` {"enabled"}
 """
 

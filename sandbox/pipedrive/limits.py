@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -30,7 +31,7 @@ def _utc_now() -> datetime:
 
 class TokenBudget:
     """The company's daily token budget and per-operation call counts; resets at UTC
-    midnight or when told."""
+    midnight, or when told, or (with ``set_period``) every so many seconds."""
 
     def __init__(self, budget: int, now: Callable[[], datetime] = _utc_now) -> None:
         self._lock = threading.Lock()
@@ -39,11 +40,41 @@ class TokenBudget:
         self.used = 0
         self.calls: Counter[str] = Counter()
         self._day = now().date()
+        # A short "day" for tests: its length in seconds and when the current one began.
+        self._period: float | None = None
+        self._period_start = now()
 
-    def _roll(self) -> None:
-        today = self._now().date()
-        if today != self._day:
-            self._day, self.used = today, 0
+    def _roll(self) -> datetime:
+        # Refill when the day (or the short period) the budget counts has ended; the lock
+        # is held. Returns the moment it checked, for the caller's own arithmetic.
+        now = self._now()
+        if self._period is None:
+            if now.date() != self._day:
+                self._day, self.used = now.date(), 0
+            return now
+        elapsed = (now - self._period_start).total_seconds()
+        if elapsed >= self._period:
+            ended = math.floor(elapsed / self._period)
+            self._period_start += timedelta(seconds=ended * self._period)
+            self.used = 0
+        return now
+
+    def set_period(self, seconds: float | None) -> None:
+        """Make the budget's day ``seconds`` long, starting now (it refills at the end of
+        each); None: back to days ending at UTC midnight. What is used so far stays used."""
+        if seconds is not None and not seconds > 0:
+            raise ValueError("the period must be a positive number of seconds")
+        with self._lock:
+            now = self._now()
+            self._period = None if seconds is None else float(seconds)
+            self._period_start = now
+            self._day = now.date()
+
+    @property
+    def period(self) -> float | None:
+        """The short day's length in seconds, or None when the budget resets at midnight."""
+        with self._lock:
+            return self._period
 
     def spend(self, cost: int, operation: str) -> bool:
         """Charge ``cost`` for one call; False (nothing charged) when the rest of today's
@@ -63,15 +94,22 @@ class TokenBudget:
             return max(0, self.budget - self.used)
 
     def seconds_to_reset(self) -> int:
-        """Seconds until the budget refills (UTC midnight)."""
-        now = self._now()
-        midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
-        return max(1, int((midnight - now).total_seconds()))
+        """Whole seconds (rounded up, at least 1) until the budget refills: the end of the
+        short period when one is set, else UTC midnight."""
+        with self._lock:
+            now = self._roll()
+            if self._period is not None:
+                end = self._period_start + timedelta(seconds=self._period)
+            else:
+                end = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
+        return max(1, math.ceil((end - now).total_seconds()))
 
     def reset(self, counts: bool = False) -> None:
-        """Refill the budget; with ``counts`` forget the call counts too."""
+        """Refill the budget (a short period starts again now); with ``counts`` forget the
+        call counts too."""
         with self._lock:
             self.used = 0
+            self._period_start = self._now()
             if counts:
                 self.calls.clear()
 

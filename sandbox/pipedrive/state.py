@@ -27,6 +27,8 @@ from sandbox.windows import RateWindow
 
 Record = Person | Deal | Organization
 Listener = Callable[[list[ChangeEvent]], None]
+# Kept by the token budget rather than the config: a short budget "day" for tests.
+BUDGET_RESET = "budget_reset_seconds"
 SETTINGS: dict[str, Check] = {
     "ignore_updated_since": (lambda v: isinstance(v, bool), "a boolean"),
     "daily_token_budget": (lambda v: is_integer(v) and v >= 0, "a non-negative integer"),
@@ -37,6 +39,7 @@ SETTINGS: dict[str, Check] = {
         lambda v: v is None or (isinstance(v, str) and bool(v)),
         "a non-empty string or null",
     ),
+    BUDGET_RESET: (lambda v: v is None or (is_number(v) and v > 0), "a positive number or null"),
 }
 
 
@@ -71,7 +74,8 @@ class PipedriveState:
         self.reset(config.seed)
 
     def reset(self, seed: int | None = None) -> None:
-        """Reseed the data; forget webhooks, faults, usage, deliveries and drift."""
+        """Reseed the data; forget webhooks, faults, usage, deliveries, drift and a short
+        budget day (``budget_reset_seconds``)."""
         with self.lock:
             self.config.seed = self.config.seed if seed is None else seed
             self.data = seed_dataset(self.config.seed, self.config.persons)
@@ -90,6 +94,7 @@ class PipedriveState:
             self.faults.injected.clear()
             self.faults.hang_seconds = self._hang_seconds
             self.budget.reset(counts=True)
+            self.budget.set_period(None)
             self.window.reset()
             self.drift = False
         for hook in self.reset_hooks:
@@ -103,7 +108,9 @@ class PipedriveState:
     def settings_json(self) -> dict[str, Any]:
         """The settings ``PUT /_sandbox/settings`` changes."""
         with self.lock:
-            return {key: getattr(self.config, key) for key in SETTINGS}
+            shown = {key: getattr(self.config, key) for key in SETTINGS if key != BUDGET_RESET}
+            shown[BUDGET_RESET] = self.budget.period
+            return shown
 
     def apply_settings(self, body: Any) -> dict[str, Any]:
         """Change some settings; raise ``InputError`` when one is unknown or ill-typed."""
@@ -113,7 +120,11 @@ class PipedriveState:
             raise InputError(str(exc)) from None
         with self.lock:
             for key, value in body.items():
-                setattr(self.config, key, value)
+                if key == BUDGET_RESET:
+                    # The short day starts now, each time the setting is applied.
+                    self.budget.set_period(value)
+                else:
+                    setattr(self.config, key, value)
             self.budget.budget = self.config.daily_token_budget
             self.window.limit = self.config.burst_limit
         return self.settings_json()

@@ -8,8 +8,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
+import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +33,7 @@ from sandbox.contract import (
 from sandbox.pipedrive import PipedriveFakeConfig, PipedriveState, create_app
 from sandbox.pipedrive.api import FILTER_TYPES
 from sandbox.pipedrive.fields import TIER_KEY
-from sandbox.pipedrive.limits import TOKEN_COSTS
+from sandbox.pipedrive.limits import TOKEN_COSTS, TokenBudget
 from sandbox.pipedrive.listing import DEAL_STATUSES, DIRECTIONS, NARROWING, SORT_FIELDS
 from sandbox.pipedrive.shapes import deal_v2, filter_v1, person_v2, webhook_v1
 from sandbox.pipedrive.webhooks import ACTIONS, OBJECTS_V2, VERSIONS
@@ -336,6 +339,111 @@ def test_tokens_are_counted_and_a_spent_budget_answers_429(fake: Fake) -> None:
     }
     assert fake.control.post("/budget/reset").status_code == 200
     assert fake.api.get("/api/v2/persons").status_code == 200
+
+
+class StepClock:
+    """A clock for a ``TokenBudget`` that moves only when told."""
+
+    def __init__(self, start: datetime) -> None:
+        self.at = start
+
+    def __call__(self) -> datetime:
+        return self.at
+
+    def advance(self, seconds: float) -> None:
+        self.at += timedelta(seconds=seconds)
+
+
+def test_a_short_budget_day_refills_when_it_ends_and_says_when() -> None:
+    clock = StepClock(datetime(2030, 5, 6, 12, 0, 0, tzinfo=UTC))
+    budget = TokenBudget(30, now=clock)
+    budget.set_period(8)
+    assert budget.period == 8.0
+    assert budget.spend(20, "GET /api/v2/persons") and budget.spend(10, "GET /api/v2/persons")
+    assert not budget.spend(1, "GET /v1/filters/{id}")
+    assert budget.seconds_to_reset() == 8
+    clock.advance(0.5)
+    assert budget.seconds_to_reset() == 8  # 7.5 s, rounded up
+    clock.advance(7.49)
+    assert budget.seconds_to_reset() == 1 and budget.remaining() == 0
+    clock.advance(0.01)  # the period is over: full budget, a new period of 8 s
+    assert budget.remaining() == 30 and budget.seconds_to_reset() == 8
+    assert budget.to_json()["calls"] == {"GET /api/v2/persons": 2}
+    assert budget.spend(25, "GET /api/v2/persons")
+    clock.advance(3 * 8 + 5)  # three whole periods and 5 s of the next: still aligned
+    assert budget.remaining() == 30 and budget.seconds_to_reset() == 3
+    budget.spend(30, "GET /api/v2/persons")
+    budget.set_period(5)  # applied again: counted from now, what is used stays used
+    assert budget.seconds_to_reset() == 5 and budget.remaining() == 0
+    budget.reset()  # a refill starts the period again
+    clock.advance(2)
+    assert budget.remaining() == 30 and budget.seconds_to_reset() == 3
+    budget.set_period(None)  # back to UTC midnight
+    assert budget.period is None
+    to_midnight = (datetime(2030, 5, 7, tzinfo=UTC) - clock.at).total_seconds()
+    assert budget.seconds_to_reset() == math.ceil(to_midnight) > 3600
+    budget.spend(30, "GET /api/v2/persons")
+    clock.advance(to_midnight - 0.5)
+    assert budget.remaining() == 0 and budget.seconds_to_reset() == 1  # 0.5 s, rounded up
+    clock.advance(0.5)
+    assert budget.remaining() == 30
+    with pytest.raises(ValueError):
+        budget.set_period(0)
+
+
+def test_a_short_budget_day_is_thread_safe() -> None:
+    clock = StepClock(datetime(2030, 5, 6, 12, 0, 0, tzinfo=UTC))
+    budget = TokenBudget(500, now=clock)
+    budget.set_period(60)
+    granted: list[bool] = []
+
+    def spend_many() -> None:
+        found = [budget.spend(1, "GET /api/v2/persons/{id}") for _ in range(200)]
+        granted.extend(found)  # list.extend is atomic under the GIL
+
+    threads = [threading.Thread(target=spend_many) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert granted.count(True) == 500 and budget.remaining() == 0
+    assert budget.to_json()["calls"] == {"GET /api/v2/persons/{id}": 500}
+
+
+def test_budget_reset_seconds_over_http_sets_retry_after_and_refills(fake: Fake) -> None:
+    assert fake.control.get("/settings").json()["budget_reset_seconds"] is None
+    for bad in (0, -1, "8", True):
+        response = fake.control.put("/settings", json={"budget_reset_seconds": bad})
+        assert response.status_code == 400, bad
+    shown = fake.control.put(
+        "/settings", json={"daily_token_budget": 10, "budget_reset_seconds": 30}
+    ).json()
+    assert shown["budget_reset_seconds"] == 30 and shown["daily_token_budget"] == 10
+    assert fake.api.get("/api/v2/persons", params={"limit": 1}).status_code == 200
+    refused = fake.api.get("/api/v2/persons", params={"limit": 1})
+    assert refused.status_code == 429
+    assert 1 <= int(refused.headers["retry-after"]) <= 30
+    # A day of one second: the budget is back (by itself) within a few seconds.
+    fake.control.put("/settings", json={"budget_reset_seconds": 1})
+    deadline = time.monotonic() + 10
+    while (answer := fake.api.get("/api/v2/persons", params={"limit": 1})).status_code != 200:
+        assert answer.status_code == 429 and answer.headers["retry-after"] == "1"
+        assert time.monotonic() < deadline, "the budget was not refilled"
+        time.sleep(0.05)
+    assert (
+        fake.control.put("/settings", json={"budget_reset_seconds": None}).json()[
+            "budget_reset_seconds"
+        ]
+        is None
+    )
+
+
+def test_a_reset_forgets_the_short_budget_day(fake: Fake) -> None:
+    fake.control.put("/settings", json={"budget_reset_seconds": 8})
+    assert fake.control.get("/settings").json()["budget_reset_seconds"] == 8
+    assert fake.control.post("/reset", json={}).status_code == 200
+    assert fake.control.get("/settings").json()["budget_reset_seconds"] is None
+    assert fake.state.budget.period is None
 
 
 def test_the_burst_limit_answers_429_with_rate_headers(fake: Fake) -> None:
