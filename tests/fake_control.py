@@ -144,6 +144,53 @@ class Pipedrive:
         calls: dict[str, int] = self.fake.control("GET", "/_sandbox/usage").json()["calls"]
         return calls
 
+    def add_webhook(self, url: str, *, version: str, user: str, password: str, token: str) -> int:
+        """Register a webhook for every object and action through the API
+        (``POST /v1/webhooks`` with the API ``token``), as ``pbsync webhooks install``
+        would; its id."""
+        response = httpx.post(
+            self.fake.url + "/v1/webhooks",
+            headers={"x-api-token": token},
+            json={
+                "subscription_url": url,
+                "event_action": "*",
+                "event_object": "*",
+                "name": f"tests ({version})",
+                "version": version,
+                "http_auth_user": user,
+                "http_auth_password": password,
+            },
+            timeout=10,
+        )
+        assert response.status_code == 201, response.text
+        webhook_id: int = response.json()["data"]["id"]
+        return webhook_id
+
+    def deliveries(self) -> list[dict[str, Any]]:
+        """Every webhook delivery attempt since the reset (event_id, attempt, status...)."""
+        entries: list[dict[str, Any]] = self.fake.control("GET", "/_sandbox/deliveries").json()[
+            "deliveries"
+        ]
+        return entries
+
+    def delivered_events(self) -> int:
+        """How many distinct events a webhook acknowledged with a 2xx."""
+        return len(
+            {
+                d["event_id"]
+                for d in self.deliveries()
+                if d["status"] is not None and 200 <= d["status"] < 300
+            }
+        )
+
+    def filter_emails(self, filter_id: int) -> list[str]:
+        """The primary emails of the filter's members (of its deals' persons), sorted, as
+        the fake evaluates it."""
+        emails: list[str] = self.fake.control(
+            "GET", f"/_sandbox/filters/{filter_id}/members"
+        ).json()["emails"]
+        return emails
+
 
 # --- the fake Brevo ---------------------------------------------------------------------
 

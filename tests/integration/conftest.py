@@ -128,6 +128,28 @@ class Service:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(15)
 
+    def worker(self) -> subprocess.Popen[bytes]:
+        """The worker process the service runs now."""
+        workers = [p for p in self.processes if isinstance(p.args, list) and p.args[-1] == "worker"]
+        assert len(workers) == 1, [p.args for p in self.processes]
+        return workers[0]
+
+    def stop_worker(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Send ``sig`` to the worker, wait until it exited and forget it (``check_alive``
+        then looks at the web alone); its exit code."""
+        worker = self.worker()
+        worker.send_signal(sig)
+        code = worker.wait(timeout)
+        self.processes.remove(worker)
+        return code
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        """Start a new ``pbsync worker`` with the service's environment, logging to the same
+        ``worker.log``. Hand it to the ``started`` fixture too, so teardown kills it."""
+        worker = start_pbsync("worker", self.env, self.tmp_path / "worker.log")
+        self.processes.append(worker)
+        return worker
+
     # --- the service's database ----------------------------------------------------------
 
     def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
