@@ -4,7 +4,7 @@ once per test session, with every API exchange validated against the official sp
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -40,6 +40,11 @@ class RunningFake:
     server: ThreadedServer
     app: Starlette
     defaults: dict[str, Any]
+    # One kept-alive client for the control API: a new connection per call costs tens of
+    # milliseconds, which would cap how fast a test can change the fake's data.
+    _client: httpx.Client = field(
+        default_factory=lambda: httpx.Client(timeout=10), repr=False, compare=False
+    )
 
     @property
     def url(self) -> str:
@@ -48,7 +53,7 @@ class RunningFake:
 
     def control(self, method: str, path: str, json: Any = None) -> httpx.Response:
         """Call the control API; a 4xx or 5xx fails the test at once."""
-        response = httpx.request(method, self.url + path, json=json, timeout=10)
+        response = self._client.request(method, self.url + path, json=json)
         assert response.status_code < 400, f"{method} {path}: {response.text}"
         return response
 
@@ -66,9 +71,11 @@ def start_fake(
     """Serve ``app`` until the session ends."""
     server = ThreadedServer(app).start()
     defaults = {key: getattr(config, key) for key in keys}
+    fake = RunningFake(name, server, app, defaults)
     try:
-        yield RunningFake(name, server, app, defaults)
+        yield fake
     finally:
+        fake._client.close()
         server.stop()
 
 
