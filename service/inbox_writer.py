@@ -70,14 +70,21 @@ class InboxWriter:
         self.path = path
         self.after_commit = after_commit
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="inbox-writer", daemon=True)
         self._connection: sqlite3.Connection | None = None
         self._hint_wanted = threading.Event()
         self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="inbox-writer", daemon=True)
         self._hinter = threading.Thread(target=self._hint, name="inbox-hint", daemon=True)
 
     def start(self) -> None:
-        """Start the writer thread (and the thread that passes on drain hints)."""
+        """Start the writer thread (and the thread that passes on drain hints); an app
+        whose lifespan runs again starts fresh threads."""
+        if self._thread.is_alive():
+            return
+        self._stopping.clear()
+        self._hint_wanted.clear()
+        self._thread = threading.Thread(target=self._run, name="inbox-writer", daemon=True)
+        self._hinter = threading.Thread(target=self._hint, name="inbox-hint", daemon=True)
         self._thread.start()
         if self.after_commit is not None:
             self._hinter.start()
@@ -119,8 +126,7 @@ class InboxWriter:
                     break
                 group.append(item)
             self._commit(group)
-        if self._connection is not None:
-            self._connection.close()
+        self._reset_connection()
 
     def _commit(self, group: list[_Pending]) -> None:
         try:

@@ -125,3 +125,17 @@ def test_store_after_stop_is_refused(clean_db: Path) -> None:
     with pytest.raises(RuntimeError):
         asyncio.run(stopped.store(delivery("v2:z"), 1))
     assert rows(clean_db) == []
+
+
+def test_a_writer_stopped_and_started_again_stores_again(clean_db: Path) -> None:
+    """An app's lifespan may run more than once (a second test client, say)."""
+    writer = InboxWriter(clean_db)
+    writer.start()
+    assert asyncio.run(store_all(writer, [delivery("v2:one")])) == ["received"]
+    writer.stop()
+    writer.start()
+    try:
+        assert asyncio.run(store_all(writer, [delivery("v2:two")])) == ["received"]
+    finally:
+        writer.stop()
+    assert rows(clean_db) == [("v2:one", "pending"), ("v2:two", "pending")]
