@@ -34,9 +34,10 @@ from service.passwords import AdminPassword
 log = logging.getLogger(__name__)
 
 ROUTES = [
+    # First: the busiest route is matched without trying the others.
+    Route("/webhooks/pipedrive", webhook_api.pipedrive_webhook, methods=["POST"]),
     Route("/healthz", health.healthz, methods=["GET"]),
     Route("/openapi.json", openapi_json, methods=["GET"]),
-    Route("/webhooks/pipedrive", webhook_api.pipedrive_webhook, methods=["POST"]),
     Route("/api/session", session_api.login, methods=["POST"]),
     Route("/api/session", session_api.logout, methods=["DELETE"]),
     Route("/api/filters", filters.list_filters, methods=["GET"]),

@@ -29,13 +29,14 @@ from service.webhooks import Delivery
 
 Outcome = Literal["received", "duplicate", "ignored"]
 
-_INSERT = """
-INSERT INTO inbox (
-    event_key, version, object, action, entity_id, occurred_at, received_at, status, reason,
-    payload
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (event_key) DO NOTHING
-"""
+_INSERT = (
+    "INSERT INTO inbox (event_key, version, object, action, entity_id, occurred_at, "
+    "received_at, status, reason, payload) VALUES {rows}"
+)
+_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_STORED = "SELECT event_key FROM inbox WHERE event_key IN ({keys})"
+# Rows per statement: 10 parameters each, well under SQLite's parameter limit.
+_ROWS_PER_STATEMENT = 256
 
 
 @dataclass(frozen=True)
@@ -74,10 +75,28 @@ def store_many(
     outcomes: list[Outcome] = []
     connection.execute("BEGIN IMMEDIATE")
     try:
+        # Few statements per group, whatever its size: each step into SQLite gives up the
+        # GIL and must win it back from the event loop, which is what a group commit costs
+        # beyond its fsync. Under the write lock, what is stored cannot change meanwhile.
+        keys = [delivery.event_key for delivery, _ in deliveries]
+        stored: set[str] = set()
+        for start in range(0, len(keys), _ROWS_PER_STATEMENT):
+            chunk_keys = keys[start : start + _ROWS_PER_STATEMENT]
+            query = _STORED.format(keys=", ".join("?" * len(chunk_keys)))
+            stored.update(row[0] for row in connection.execute(query, chunk_keys))
+        new: list[tuple[Delivery, int]] = []
         for delivery, received_at in deliveries:
-            cursor = connection.execute(
-                _INSERT,
-                (
+            if delivery.event_key in stored:
+                outcomes.append("duplicate")
+                continue
+            stored.add(delivery.event_key)  # a second copy in this group is a duplicate
+            new.append((delivery, received_at))
+            outcomes.append("received" if delivery.status == "pending" else "ignored")
+        for start in range(0, len(new), _ROWS_PER_STATEMENT):
+            chunk = new[start : start + _ROWS_PER_STATEMENT]
+            params: list[object] = []
+            for delivery, received_at in chunk:
+                params += (
                     delivery.event_key,
                     delivery.version,
                     delivery.object,
@@ -88,12 +107,8 @@ def store_many(
                     delivery.status,
                     delivery.reason,
                     delivery.payload,
-                ),
-            )
-            if cursor.rowcount != 1:
-                outcomes.append("duplicate")
-            else:
-                outcomes.append("received" if delivery.status == "pending" else "ignored")
+                )
+            connection.execute(_INSERT.format(rows=", ".join([_ROW] * len(chunk))), params)
         connection.execute("COMMIT")
     except BaseException:
         if connection.in_transaction:
