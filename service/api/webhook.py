@@ -101,7 +101,7 @@ def _log_stored(delivery: Delivery, outcome: inbox.Outcome) -> None:
 
 # The three answers, encoded once: the intake path is the service's hottest.
 _ANSWERS = {
-    outcome: json.dumps({"status": outcome}).encode()
+    outcome: json.dumps({"status": outcome}, separators=(",", ":")).encode()
     for outcome in ("received", "duplicate", "ignored")
 }
 
