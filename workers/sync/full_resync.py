@@ -20,7 +20,6 @@ from workers.sync.claims import Totals, record_totals, set_note
 from workers.sync.conditions import learn_related_objects
 from workers.sync.contacts import Member
 from workers.sync.job_run import JobRun
-from workers.sync.lists import ensure_list
 from workers.sync.members import DealMembers, people_members
 from workers.sync.plan import make_plan, stage
 
@@ -78,10 +77,7 @@ class FullResync(JobRun):
         list_gone = dry_run and self._list_gone()
         if not dry_run:
             learn_related_objects(self.pipedrive, job)
-            target = ensure_list(self.brevo, job, self.folder_id)
-            if target.replaced is not None:
-                ledger.forget_list(job.id, job.token, job.filter_id)
-                set_note(job.id, job.token, target.note() or "")
+            target = self.target_list()
         started = time.monotonic()
         for page in self._members():
             self.check()

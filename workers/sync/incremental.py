@@ -29,7 +29,6 @@ from workers.sync.claims import Totals, check_claim, record_totals, set_note
 from workers.sync.contacts import Member
 from workers.sync.full_resync import BrakeHeld
 from workers.sync.job_run import JobRun
-from workers.sync.lists import ensure_list
 from workers.sync.members import DealMembers, known_persons, person_member
 from workers.sync.plan import Plan, clear_stage, make_plan, stage
 from workers.sync.sql import in_list
@@ -123,23 +122,24 @@ class IncrementalSync(JobRun):
         if changes is None:
             log.info("no changes waiting")
             return
+        # A deal filter's changed persons, worked out once: a fallback to a whole listing
+        # uses them too, and a merge survivor may cost a Pipedrive look-up.
+        persons = self._person_updates(changes) if job.filter_type == "deals" else {}
         whole = changes.relist
         if not whole:
-            whole = not self._stage_changes(changes)
+            whole = not self._stage_changes(changes, persons)
             if whole:
                 clear_stage(job.id, job.token)
         if whole:
-            self._stage_whole(changes)
+            self._stage_whole(persons)
         plan = make_plan(job.id, job.token, job.filter_id)
         if plan.adds + plan.updates + plan.removals > 0:
-            target = ensure_list(self.brevo, job, self.folder_id)
+            target = self.target_list()
             if target.replaced is not None:
-                # The list was deleted in Brevo: what the ledger says is listed is not.
-                ledger.forget_list(job.id, job.token, job.filter_id)
-                set_note(job.id, job.token, target.note() or "")
+                # The ledger was forgotten with the old list: plan the whole filter again.
                 clear_stage(job.id, job.token)
                 whole = True
-                self._stage_whole(changes)
+                self._stage_whole(persons)
                 plan = make_plan(job.id, job.token, job.filter_id)
             self._apply(plan, whole, changes, target.id)
         else:
@@ -175,12 +175,13 @@ class IncrementalSync(JobRun):
 
     # --- staging -------------------------------------------------------------------------
 
-    def _stage_changes(self, changes: FilterChanges) -> bool:
+    def _stage_changes(self, changes: FilterChanges, persons: dict[int, Member]) -> bool:
         """Stage the changed members and carry the rest; False when Pipedrive ignored
-        ``updated_since`` and the filter must be listed whole."""
+        ``updated_since`` and the filter must be listed whole. ``persons``: a deal filter's
+        changed persons (``_person_updates``)."""
         job = self.job
         if job.filter_type == "deals":
-            honoured = self._stage_deal_changes(changes)
+            honoured = self._stage_deal_changes(changes, persons)
         else:
             honoured = self._stage_people_changes(changes)
         if not honoured:
@@ -208,8 +209,7 @@ class IncrementalSync(JobRun):
             stage(self.job.id, self.job.token, members)
         return True
 
-    def _stage_deal_changes(self, changes: FilterChanges) -> bool:
-        persons = self._person_updates(changes)
+    def _stage_deal_changes(self, changes: FilterChanges, persons: dict[int, Member]) -> bool:
         since = self._since(changes)
         if since is not None:
             deals = DealMembers(
@@ -228,13 +228,11 @@ class IncrementalSync(JobRun):
         stage_person_data(self.job.id, self.job.token, self.job.filter_id, persons)
         return True
 
-    def _stage_whole(self, changes: FilterChanges) -> None:
+    def _stage_whole(self, persons: dict[int, Member]) -> None:
         job = self.job
         pages: Iterable[list[Member]]
         if job.filter_type == "deals":
-            pages = DealMembers(
-                self.pipedrive, job.filter_id, None, job.id, fresh=self._person_updates(changes)
-            )
+            pages = DealMembers(self.pipedrive, job.filter_id, None, job.id, fresh=persons)
         else:
             pages = (
                 [person_member(p) for p in page.members if isinstance(p, Person)]

@@ -10,7 +10,9 @@ from service.clients.brevo import BrevoClient
 from service.clients.factory import brevo_client, pipedrive_client
 from service.clients.pipedrive import PipedriveClient
 from service.config import Settings
-from workers.sync.claims import ClaimedJob
+from workers.sync import ledger
+from workers.sync.claims import ClaimedJob, set_note
+from workers.sync.lists import TargetList, ensure_list
 
 
 class JobRun:
@@ -52,6 +54,17 @@ class JobRun:
             now=now,
             check=check,
         )
+
+    def target_list(self) -> TargetList:
+        """The filter's Brevo list (``ensure_list``). When it had been deleted in Brevo and
+        was recreated, the ledger's listed emails are forgotten (none is in the new list)
+        and the job's note says so."""
+        job = self.job
+        target = ensure_list(self.brevo, job, self.folder_id)
+        if target.replaced is not None:
+            ledger.forget_list(job.id, job.token, job.filter_id)
+            set_note(job.id, job.token, target.note() or "")
+        return target
 
     def run(self) -> None:
         """Run the job to the end."""
