@@ -119,8 +119,8 @@ class Applier:
             self._import_all()
 
     def add_known_contacts(self) -> None:
-        """Add to the list, 150 per call, the pending contacts another filter's ledger
-        confirmed with the same attributes: no import (nor its process poll, from Brevo's
+        """Add to the list, 150 per call, the pending contacts Brevo already confirmed with
+        the same attributes (``member_only``): no import (nor its process poll, from Brevo's
         hourly budget) is needed for a contact that only joins a list. Those Brevo does not
         take stay pending for the sends that follow."""
         after = 0
