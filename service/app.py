@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import threading
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -58,16 +56,11 @@ class QueueEnqueuer:
     creates no queue file.
     """
 
-    # A burst of deliveries needs one hint, not one each: the worker's own loop drains
-    # every second anyway, the hint only spares it the wait.
-    HINT_EVERY_SECONDS = 1.0
-
     def __init__(self, settings: Settings, clock: Clock) -> None:
         self.settings = settings
         self.clock = clock
         self._lock = threading.Lock()
         self._tasks: Any = None
-        self._last_hint = -math.inf
 
     def _queue(self) -> Any:
         with self._lock:
@@ -85,13 +78,8 @@ class QueueEnqueuer:
         self._queue().run_sync_job(job_id)
 
     def hint_drain(self) -> None:
-        """Ask a worker to drain the inbox once the coalesce window has passed, at most
-        once a second per process (blocking)."""
-        moment = time.monotonic()
-        with self._lock:
-            if moment - self._last_hint < self.HINT_EVERY_SECONDS:
-                return
-            self._last_hint = moment
+        """Ask a worker to drain the inbox once the coalesce window has passed (blocking;
+        the inbox writer calls it at most once a second)."""
         self._queue().drain_inbox.schedule(delay=self.settings.sync_coalesce_seconds)
 
 

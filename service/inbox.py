@@ -72,12 +72,23 @@ def store_many(
     written for it), else "received" (pending) or "ignored". Raises ``sqlite3.Error`` when
     the group could not be committed: then none of it was.
     """
+    if not connection.in_transaction and len(deliveries) <= _ROWS_PER_STATEMENT:
+        # The common case, no delivery stored before: one statement, its own synced
+        # transaction. Each step into SQLite gives up the GIL and must win it back from the
+        # event loop, so one step per group costs far less than the four of a transaction.
+        # A duplicate key fails the statement whole (nothing of it is written); the
+        # transaction below then tells the duplicates apart.
+        try:
+            connection.execute(_insert(len(deliveries)), _row_params(deliveries))
+        except sqlite3.IntegrityError:
+            pass
+        else:
+            return [_stored_outcome(delivery) for delivery, _ in deliveries]
     outcomes: list[Outcome] = []
     connection.execute("BEGIN IMMEDIATE")
     try:
-        # Few statements per group, whatever its size: each step into SQLite gives up the
-        # GIL and must win it back from the event loop, which is what a group commit costs
-        # beyond its fsync. Under the write lock, what is stored cannot change meanwhile.
+        # Few statements per group, whatever its size. Under the write lock, what is
+        # stored cannot change meanwhile.
         keys = [delivery.event_key for delivery, _ in deliveries]
         stored: set[str] = set()
         for start in range(0, len(keys), _ROWS_PER_STATEMENT):
@@ -91,30 +102,42 @@ def store_many(
                 continue
             stored.add(delivery.event_key)  # a second copy in this group is a duplicate
             new.append((delivery, received_at))
-            outcomes.append("received" if delivery.status == "pending" else "ignored")
+            outcomes.append(_stored_outcome(delivery))
         for start in range(0, len(new), _ROWS_PER_STATEMENT):
             chunk = new[start : start + _ROWS_PER_STATEMENT]
-            params: list[object] = []
-            for delivery, received_at in chunk:
-                params += (
-                    delivery.event_key,
-                    delivery.version,
-                    delivery.object,
-                    delivery.action,
-                    delivery.entity_id,
-                    delivery.occurred_at,
-                    received_at,
-                    delivery.status,
-                    delivery.reason,
-                    delivery.payload,
-                )
-            connection.execute(_INSERT.format(rows=", ".join([_ROW] * len(chunk))), params)
+            connection.execute(_insert(len(chunk)), _row_params(chunk))
         connection.execute("COMMIT")
     except BaseException:
         if connection.in_transaction:
             connection.execute("ROLLBACK")
         raise
     return outcomes
+
+
+def _insert(rows: int) -> str:
+    return _INSERT.format(rows=", ".join([_ROW] * rows))
+
+
+def _row_params(deliveries: Sequence[tuple[Delivery, int]]) -> list[object]:
+    params: list[object] = []
+    for delivery, received_at in deliveries:
+        params += (
+            delivery.event_key,
+            delivery.version,
+            delivery.object,
+            delivery.action,
+            delivery.entity_id,
+            delivery.occurred_at,
+            received_at,
+            delivery.status,
+            delivery.reason,
+            delivery.payload,
+        )
+    return params
+
+
+def _stored_outcome(delivery: Delivery) -> Outcome:
+    return "received" if delivery.status == "pending" else "ignored"
 
 
 def store(path: Path, delivery: Delivery, received_at: int) -> Outcome:

@@ -120,7 +120,8 @@ def test_the_real_examples_are_received_and_stored(
         assert row["payload"] == example(name).decode("utf-8")
     v2_keys = {row["event_key"] for row in stored(clean_db) if row["version"] == "2"}
     assert "v2:5359a602-6d1b-4562-a385-ccaa762bd722" in v2_keys
-    assert drain.calls == len(EXAMPLE_ROWS)
+    # One hint covers a burst: the writer passes on at most one a second.
+    assert drain.calls == 1
 
 
 def test_a_v2_redelivery_is_a_duplicate_stored_once(
