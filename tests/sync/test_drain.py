@@ -40,6 +40,7 @@ from workers.sync.drain import (
     filters_with_changes,
     linked_filters,
     pending_deliveries,
+    retry_due,
     route,
     route_pending,
     start_incremental_jobs,
@@ -398,6 +399,39 @@ def test_a_failed_incremental_job_delays_the_next_one(clean_db: Path) -> None:
     assert filters_with_changes(NOW + 30, 30) == [PEOPLE.id]  # the pause is over
     (job_id,) = start_incremental_jobs(NOW + 30, enqueued, retry_after_failure=30)
     assert enqueued == [job_id]
+
+
+def test_failures_in_a_row_double_the_wait_and_six_stop_the_retries(clean_db: Path) -> None:
+    """A job that fails every time is retried 30, 60, 120, 240, 480 s after each failure,
+    then no more: its changes wait for a full resync."""
+    people_and_deals(clean_db)
+    changed(PEOPLE.id, 1)
+    at = NOW
+    for failures, wait in enumerate((30, 60, 120, 240, 480), start=1):
+        failed_incremental(PEOPLE.id, at)
+        assert filters_with_changes(at + wait - 1, 30) == [], failures
+        assert filters_with_changes(at + wait, 30) == [PEOPLE.id], failures
+        at += wait
+    failed_incremental(PEOPLE.id, at)  # the sixth in a row
+    assert filters_with_changes(at + 10 * 86400, 30) == []
+    assert change_count(PEOPLE.id) == 1  # kept for the full resync
+
+    full = jobs.create_job(PEOPLE.id, "full", "admin", False, at + 100).id
+    token = new_token()
+    assert claim_job(full, token, at + 100) is not None
+    finish_job(full, token, at + 101)
+    assert filters_with_changes(at + 102, 30) == [PEOPLE.id]
+
+
+def test_retry_due_counts_only_failed_incremental_jobs_in_a_row() -> None:
+    failed = ("incremental", "failed", NOW)
+    assert retry_due([], NOW, 30)
+    assert retry_due([("full", "failed", NOW)], NOW, 30)
+    assert not retry_due([failed, failed], NOW + 59, 30)
+    assert retry_due([failed, failed, ("incremental", "completed", NOW - 99)], NOW + 60, 30)
+    assert not retry_due([failed] * 6, NOW + 10**9, 30)
+    # The wait never exceeds an hour, however long the first one.
+    assert retry_due([failed] * 5, NOW + 3600, 1000)
 
 
 def test_only_the_latest_job_failing_delays(clean_db: Path) -> None:

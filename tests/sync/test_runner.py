@@ -27,6 +27,7 @@ from tests.sync.conftest import (
 )
 from workers.sync.claims import claim_job, new_token
 from workers.sync.drain import drain
+from workers.sync.incremental import IncrementalSync
 from workers.sync.runner import heartbeat_every, paused_note, run_job
 from workers.sync.sweeper import WORKER_STOPPED, sweep
 from workers.worker import sweep_every
@@ -300,3 +301,59 @@ def test_a_released_job_is_enqueued_again_by_the_sweeper(world: World) -> None:
     assert sweep(released_at + stale, stale, enqueued.append).redriven == []
     assert sweep(released_at + stale + 1, stale, enqueued.append).redriven == [job_id]
     assert enqueued == [job_id]
+
+
+# --- a poison job (reliability matrix R9) ------------------------------------------------
+
+
+def test_R9_a_poison_job_fails_with_its_error_and_blocks_no_other_filter(
+    world: World, deliveries: Deliveries, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An incremental job that raises every time fails with its error, the filter next to
+    it syncs meanwhile, the drain stops retrying after six failures in a row, and the
+    admin's full resync runs and clears the way for incremental work again."""
+    poison = linked_filter(world, "POISON")
+    healthy = linked_filter(world, "HEALTHY")
+    age_records(world)
+    deliveries.take()
+    real_run = IncrementalSync.run
+
+    def crash_on_poison(self: IncrementalSync) -> None:
+        if self.job.filter_id == poison:
+            raise RuntimeError("a bug")
+        real_run(self)
+
+    monkeypatch.setattr(IncrementalSync, "run", crash_on_poison)
+    world.pipedrive.person("Dan", "Test", "dan@poison.example.com", tier="POISON")
+    world.pipedrive.person("Eve", "Test", "eve@healthy.example.com", tier="HEALTHY")
+    world.clock.advance(1)
+    deliveries.deliver(world.clock.now())
+    stale = world.settings.job_stale_seconds
+    failed: list[int] = []
+    for _ in range(60):  # simulated minutes: far more than six retries need
+        world.clock.advance(int(world.settings.sync_coalesce_seconds) + 1)
+        started = drain(
+            world.clock.now(),
+            world.settings.sync_coalesce_seconds,
+            lambda _: None,
+            lambda: None,
+            retry_after_failure=stale,
+        ).jobs
+        for job_id in started:
+            job = world.run(job_id)
+            if job.filter_id == poison:
+                assert job.status == "failed"
+                assert job.error_message == "internal error (RuntimeError); see the worker log"
+                failed.append(job_id)
+            else:
+                completed(job)
+        world.clock.advance(3600)
+    assert len(failed) == 6  # then the drain gives up on incremental work
+    assert world.brevo.emails(world.list_id(healthy))[-1] == "eve@healthy.example.com"
+    assert change_count(poison) > 0  # kept for a full resync
+    assert "dan@poison.example.com" not in world.brevo.emails(world.list_id(poison))
+
+    # The admin re-runs the filter: the full resync is not poisoned and syncs Dan.
+    job = completed(world.sync(poison))
+    assert counts(job) == (3, 1, 0, 0, 0)
+    assert "dan@poison.example.com" in world.brevo.emails(world.list_id(poison))

@@ -252,24 +252,56 @@ def route_pending(now: int, window: float, batch: int = ROUTE_BATCH) -> tuple[in
 
 @db_session
 def filters_with_changes(now: int, retry_after_failure: int) -> list[int]:
-    """Linked filters with changes waiting, no job running, and no incremental job that
-    failed in the last ``retry_after_failure`` seconds; filters no longer linked lose
-    their changes."""
+    """Linked filters with changes waiting, no job running, and no incremental retry still
+    to wait for (``retry_due``); filters no longer linked lose their changes."""
     unlinked = "SELECT id FROM filters WHERE brevo_list_id IS NULL OR deleted_at IS NOT NULL"
     # Looked for first: this runs every second, and a DELETE takes the write lock even
     # when it removes nothing, holding up webhook intake for no gain.
     if db.select(f"1 FROM filter_changes WHERE filter_id IN ({unlinked}) LIMIT 1"):
         db.execute(f"DELETE FROM filter_changes WHERE filter_id IN ({unlinked})")
-    retry_before = now - retry_after_failure  # noqa: F841 - bound by Pony's $name
-    rows = db.select(
+    candidates = db.select(
         "DISTINCT c.filter_id FROM filter_changes c WHERE NOT EXISTS ("
         " SELECT 1 FROM sync_jobs j WHERE j.filter_id = c.filter_id AND j.status = 'processing')"
-        " AND NOT EXISTS (SELECT 1 FROM sync_jobs j WHERE j.filter_id = c.filter_id"
-        "  AND j.kind = 'incremental' AND j.status = 'failed' AND j.completed_at > $retry_before"
-        "  AND j.id = (SELECT MAX(id) FROM sync_jobs k WHERE k.filter_id = c.filter_id))"
         " ORDER BY c.filter_id"
     )
-    return [int(r) for r in rows]
+    due = []
+    for filter_id in candidates:
+        recent = db.select(
+            "kind, status, completed_at FROM sync_jobs WHERE filter_id = $filter_id"
+            " ORDER BY id DESC LIMIT $limit",
+            {"filter_id": filter_id, "limit": MAX_INCREMENTAL_FAILURES},
+        )
+        if retry_due(recent, now, retry_after_failure):
+            due.append(int(filter_id))
+    return due
+
+
+# After this many incremental jobs of a filter failed in a row, no more are started: a job
+# that fails every time (a poison job) must not run for ever. The changes wait for the
+# next full resync (the catch-up, or the admin's); once one ends, incremental jobs resume.
+MAX_INCREMENTAL_FAILURES = 6
+MAX_RETRY_SECONDS = 3600
+
+
+def retry_due(
+    recent: Sequence[tuple[str, str, int | None]], now: int, retry_after_failure: int
+) -> bool:
+    """Whether a filter whose latest jobs are ``recent`` (kind, status, completed_at; newest
+    first) may get an incremental job now: at once after anything but a failed incremental
+    job; after the k-th such failure in a row, ``retry_after_failure`` * 2^(k-1) seconds
+    later (at most an hour), and never after ``MAX_INCREMENTAL_FAILURES``."""
+    failures = 0
+    for kind, status, _ in recent:
+        if kind != "incremental" or status != "failed":
+            break
+        failures += 1
+    if failures == 0:
+        return True
+    if failures >= MAX_INCREMENTAL_FAILURES:
+        return False
+    last_failed_at = recent[0][2] or 0
+    wait = min(MAX_RETRY_SECONDS, retry_after_failure * 2 ** (failures - 1))
+    return now >= last_failed_at + wait
 
 
 def start_incremental_jobs(
@@ -297,7 +329,7 @@ def drain(
     """Route the pending burst when it is ripe, then start the incremental jobs due.
 
     A filter whose incremental job failed gets the next one ``retry_after_failure``
-    seconds later."""
+    seconds later, then twice as late after each further failure in a row (``retry_due``)."""
     window = budget_state(base_window, now).coalesce_seconds
     routed, changes, refresh = route_pending(now, window)
     if routed:
