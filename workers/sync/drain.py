@@ -300,7 +300,7 @@ def retry_due(
     if failures >= MAX_INCREMENTAL_FAILURES:
         return False
     last_failed_at = recent[0][2] or 0
-    wait = min(MAX_RETRY_SECONDS, retry_after_failure * 2 ** (failures - 1))
+    wait = min(MAX_RETRY_SECONDS, retry_after_failure * (1 << (failures - 1)))
     return now >= last_failed_at + wait
 
 
