@@ -2,8 +2,9 @@
 
 Two servers run side by side in one run, each in its own process on loopback, with the
 same uvicorn settings as ``pbsync web`` (``cmd_web``: one process, ``log_config=None``,
-``proxy_headers=False``, ``server_header=False``, uvicorn's default loop and HTTP
-implementation; the header line names them):
+``proxy_headers=False``, ``server_header=False``, uvicorn's default loop and its h11
+protocol with the request-head deadline of ``service.http_deadlines``, no WebSocket; the
+header line names them):
 
 - the service, started as in production (``pbsync web``) with its environment pointing at
   a temporary directory (database migrated at start, ``LOG_LEVEL=WARNING`` so logging
@@ -108,6 +109,7 @@ SERVICE_LOG_LEVEL = "WARNING"
 # Every variable service/config.py reads, cleared from the inherited environment.
 SERVICE_VARIABLE_PREFIXES = (
     "ADMIN_",
+    "REQUEST_",
     "PIPEDRIVE_",
     "BREVO_",
     "WEBHOOK_",
@@ -455,10 +457,14 @@ def uvicorn_config(app: Any, port: int) -> Any:
     """``cmd_web``'s uvicorn settings (service/cli.py), for the bare route."""
     import uvicorn
 
+    from service.http_deadlines import DEFAULT_HEAD_TIMEOUT, head_deadline_protocol
+
     return uvicorn.Config(
         app,
         host=HOST,
         port=port,
+        http=head_deadline_protocol(DEFAULT_HEAD_TIMEOUT),
+        ws="none",
         log_config=None,
         proxy_headers=False,
         server_header=False,
@@ -900,10 +906,9 @@ def finite(value: Any) -> Any:
 
 
 def implementation() -> str:
-    """uvicorn's version and the loop and HTTP implementation its "auto" picks here."""
+    """uvicorn's version, the loop its "auto" picks here, and the HTTP protocol."""
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
-    return f"uvicorn {importlib.metadata.version('uvicorn')} (loop {loop}, http {http})"
+    return f"uvicorn {importlib.metadata.version('uvicorn')} (loop {loop}, http h11 with deadline)"
 
 
 def latency_cells(values: Sequence[float]) -> str:

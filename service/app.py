@@ -20,6 +20,7 @@ from service.api import status as status_api
 from service.api import webhook as webhook_api
 from service.api.context import WebContext
 from service.auth import SessionAuthMiddleware
+from service.auth_failures import AuthFailureLimiter
 from service.body_limit import MAX_BODY_BYTES, BodyLimitMiddleware
 from service.clock import Clock, SystemClock
 from service.config import Settings
@@ -126,6 +127,7 @@ def create_app(
                 BodyLimitMiddleware,
                 max_bytes=MAX_BODY_BYTES,
                 prefix_limits={"/webhooks/": webhook_api.MAX_WEBHOOK_BODY_BYTES},
+                body_timeout=settings.request_body_timeout_seconds,
             ),
             # Guards /api only; the webhook route authenticates with HTTP Basic itself.
             Middleware(
@@ -144,5 +146,6 @@ def create_app(
         password=password,
         enqueue_job=enqueue_job,
         inbox_writer=writer,
+        webhook_auth_failures=AuthFailureLimiter(clock),
     )
     return app

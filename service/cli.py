@@ -46,12 +46,17 @@ def cmd_web(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.app import create_app
+    from service.http_deadlines import head_deadline_protocol
 
     settings = _start("web")
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
+        # uvicorn's h11 protocol, with a deadline for each request head (slow clients).
+        http=head_deadline_protocol(settings.request_header_timeout_seconds),
+        # No WebSocket route: an upgrade request is served as plain HTTP.
+        ws="none",
         log_config=None,
         proxy_headers=False,
         server_header=False,

@@ -19,6 +19,9 @@ Role = Literal["web", "worker", "serve", "tool"]
 
 MIN_ADMIN_PASSWORD_LENGTH = 12
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# Bounds of the slow-client deadlines (REQUEST_HEADER/BODY_TIMEOUT_SECONDS), in seconds.
+MIN_REQUEST_TIMEOUT = 0.1
+MAX_REQUEST_TIMEOUT = 3600.0
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -53,6 +56,8 @@ class Settings:
     session_cleanup_seconds: int = 300
     public_url: str | None = None
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    request_header_timeout_seconds: float = 10.0
+    request_body_timeout_seconds: float = 30.0
     log_level: str = "INFO"
 
     @property
@@ -236,6 +241,12 @@ def load_settings(
         session_cleanup_seconds=r.integer("SESSION_CLEANUP_SECONDS", 300, minimum=1),
         public_url=public_url,
         trusted_proxies=tuple(proxies),
+        request_header_timeout_seconds=r.number(
+            "REQUEST_HEADER_TIMEOUT_SECONDS", 10.0, MIN_REQUEST_TIMEOUT, MAX_REQUEST_TIMEOUT
+        ),
+        request_body_timeout_seconds=r.number(
+            "REQUEST_BODY_TIMEOUT_SECONDS", 30.0, MIN_REQUEST_TIMEOUT, MAX_REQUEST_TIMEOUT
+        ),
         log_level=log_level,
     )
     if settings.port > 65535:

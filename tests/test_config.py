@@ -28,6 +28,8 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert (settings.removal_brake_ratio, settings.removal_brake_min) == (0.3, 50)
     assert settings.job_stale_seconds == 30
     assert settings.public_url is None and settings.trusted_proxies == ()
+    assert settings.request_header_timeout_seconds == 10
+    assert settings.request_body_timeout_seconds == 30
     assert settings.log_level == "INFO"
 
 
@@ -54,6 +56,8 @@ def test_every_name_is_read() -> None:
         "JOB_STALE_SECONDS": "45",
         "PUBLIC_URL": "https://sync.example.com/",
         "TRUSTED_PROXIES": "10.0.0.1, 192.168.0.0/16",
+        "REQUEST_HEADER_TIMEOUT_SECONDS": "2.5",
+        "REQUEST_BODY_TIMEOUT_SECONDS": "120",
         "LOG_LEVEL": "debug",
     }
     s = load_settings("serve", env, env_file=None)
@@ -71,6 +75,7 @@ def test_every_name_is_read() -> None:
     assert (s.removal_brake_ratio, s.removal_brake_min, s.job_stale_seconds) == (0.5, 10, 45)
     assert s.public_url == "https://sync.example.com"
     assert [str(n) for n in s.trusted_proxies] == ["10.0.0.1/32", "192.168.0.0/16"]
+    assert (s.request_header_timeout_seconds, s.request_body_timeout_seconds) == (2.5, 120)
     assert s.log_level == "DEBUG"
     assert sorted(s.secrets()) == sorted(
         ["correct-horse-battery", "pd-token", "brevo-key", "hook-password"]
@@ -122,6 +127,26 @@ def test_every_problem_is_reported_at_once() -> None:
         ({**GOOD, "PORT": "70000"}, "PORT"),
         ({**GOOD, "JOB_STALE_SECONDS": "0"}, "JOB_STALE_SECONDS"),
         ({**GOOD, "BREVO_FOLDER_ID": "abc"}, "BREVO_FOLDER_ID"),
+        (
+            {**GOOD, "REQUEST_HEADER_TIMEOUT_SECONDS": "ten"},
+            "REQUEST_HEADER_TIMEOUT_SECONDS must be a number",
+        ),
+        (
+            {**GOOD, "REQUEST_HEADER_TIMEOUT_SECONDS": "0"},
+            "REQUEST_HEADER_TIMEOUT_SECONDS must be between 0.1 and 3600",
+        ),
+        (
+            {**GOOD, "REQUEST_BODY_TIMEOUT_SECONDS": "-5"},
+            "REQUEST_BODY_TIMEOUT_SECONDS must be between 0.1 and 3600",
+        ),
+        (
+            {**GOOD, "REQUEST_BODY_TIMEOUT_SECONDS": "nan"},
+            "REQUEST_BODY_TIMEOUT_SECONDS must be between 0.1 and 3600",
+        ),
+        (
+            {**GOOD, "REQUEST_BODY_TIMEOUT_SECONDS": "86400"},
+            "REQUEST_BODY_TIMEOUT_SECONDS must be between 0.1 and 3600",
+        ),
     ],
 )
 def test_invalid_values_are_refused(env: dict[str, str], fragment: str) -> None:

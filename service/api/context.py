@@ -1,4 +1,5 @@
-"""What every endpoint of one app shares: settings, clock, the admin password and the queue."""
+"""What every endpoint of one app shares: settings, clock, the admin password, the queue,
+the inbox writer and the webhook's failed-authentication limiter."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
+from service.auth_failures import AuthFailureLimiter
 from service.clock import Clock
 from service.config import Settings
 from service.inbox_writer import InboxWriter
@@ -24,6 +26,8 @@ class WebContext:
     enqueue_job: Callable[[int], None]
     # Commits webhook deliveries to the inbox, several per synced commit.
     inbox_writer: InboxWriter
+    # Failed webhook authentications per client address (429 after a flood).
+    webhook_auth_failures: AuthFailureLimiter
 
 
 def web_context(request: Request) -> WebContext:

@@ -1,12 +1,13 @@
 """``POST /webhooks/pipedrive``: Pipedrive's webhook deliveries, v1 and v2, into the inbox.
 
 Checks in the order of ``reference/reliability.md`` section 6: the size (the body limit
-middleware, 256 KiB here), HTTP Basic, the content type, the body; then the delivery is
-committed to the inbox (``service.inbox_writer``: deliveries arriving together share one
-synced commit) and only then answered 200 ``{"status": "received" | "duplicate" |
-"ignored"}``. Authenticated JSON that the sync does not use is stored as ignored and
-answered 200: a 4xx would make Pipedrive retry and count toward banning the webhook.
-No session is needed here (``service.auth`` guards ``/api`` only).
+middleware, 256 KiB here), HTTP Basic (an address with too many recent failures is answered
+429 before its credentials are compared: ``service.auth_failures``), the content type, the
+body; then the delivery is committed to the inbox (``service.inbox_writer``: deliveries
+arriving together share one synced commit) and only then answered 200 ``{"status":
+"received" | "duplicate" | "ignored"}``. Authenticated JSON that the sync does not use is
+stored as ignored and answered 200: a 4xx would make Pipedrive retry and count toward
+banning the webhook. No session is needed here (``service.auth`` guards ``/api`` only).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from starlette.responses import Response
 from service import inbox
 from service.api.context import WebContext, web_context
 from service.errors import ApiError
+from service.proxies import client_address
 from service.webhooks import BadBody, Delivery, classify, parse_body
 
 log = logging.getLogger(__name__)
@@ -68,18 +70,35 @@ def _authenticate(request: Request, context: WebContext) -> None:
         raise ApiError(
             503, "webhook credentials are not configured (set WEBHOOK_USER and WEBHOOK_PASSWORD)"
         )
+    peer = request.client.host if request.client else None
+    client = client_address(peer, request.headers, settings.trusted_proxies)
+    failures = context.webhook_auth_failures
+    # Before the comparison: a refused address learns nothing about its guesses.
+    wait = failures.retry_after(client)
+    if wait is not None:
+        raise ApiError(
+            429, "too many failed authentications; try again later", {"Retry-After": str(wait)}
+        )
     presented = basic_credentials(request.headers.get("authorization"))
     if presented is None or not credentials_match(
         presented, settings.webhook_user, settings.webhook_password
     ):
-        peer = request.client.host if request.client else None
         log.warning(
             "webhook authentication failed",
             extra={
-                "client": peer,
+                "client": client,
                 "credentials": "garbled or missing" if presented is None else "wrong",
             },
         )
+        if failures.record_failure(client):
+            log.warning(
+                "webhook authentication throttled",
+                extra={
+                    "client": client,
+                    "failures": failures.max_failures,
+                    "window_seconds": failures.window_seconds,
+                },
+            )
         raise ApiError(401, "valid HTTP Basic credentials are required", _CHALLENGE)
 
 

@@ -406,6 +406,108 @@ def test_other_methods_get_a_json_405(hook: TestClient) -> None:
         assert response.headers["allow"] == "POST"
 
 
+# --- S2: a flood of failed authentications --------------------------------------------
+
+ATTACKER = ("203.0.113.7", 40000)
+NEIGHBOUR = ("198.51.100.2", 40000)
+WRONG = {"Authorization": basic(USER, "Wrong-Guess-Pw-1234"), "Content-Type": "application/json"}
+
+
+def flood(client: TestClient, times: int) -> list[int]:
+    """``times`` deliveries with a wrong password; their statuses."""
+    body = example("v2_create_person.pipedrive-docs.json")
+    return [client.post(PATH, content=body, headers=WRONG).status_code for _ in range(times)]
+
+
+def test_S2_a_flood_of_failed_auth_gets_429_for_that_address_only(
+    hook_settings: Settings, clock: ManualClock, drain: Drain, clean_db: Path
+) -> None:
+    """After 20 failures in a minute the address gets 429 with Retry-After and the JSON
+    error, even with the right credentials; another address is served (and its wrong
+    password still gets 401); once the window frees up the first address is served."""
+    app = create_app(hook_settings, clock, enqueue_drain=drain)
+    with TestClient(app, client=ATTACKER) as attacker:
+        neighbour = TestClient(app, client=NEIGHBOUR)
+        assert flood(attacker, 20) == [401] * 20
+        refused = flood(attacker, 1)
+        response = post(attacker, example("v2_create_person.pipedrive-docs.json"))
+        assert refused == [429] and response.status_code == 429
+        assert response.headers["retry-after"] == "60"
+        assert response.json() == {"error": "too many failed authentications; try again later"}
+        assert "www-authenticate" not in response.headers
+
+        response = post(neighbour, example("v2_create_person.pipedrive-docs.json"))
+        assert response.status_code == 200 and response.json() == {"status": "received"}
+        assert flood(neighbour, 1) == [401]
+
+        clock.advance(45)
+        assert post(attacker, b"{}").headers["retry-after"] == "15"
+        clock.advance(15)
+        response = post(attacker, example("v2_change_person.pipedrive-docs.json"))
+        assert response.status_code == 200, response.text
+    assert len(stored(clean_db)) == 2
+
+
+def test_S2_the_refusal_comes_before_the_credentials_are_compared(
+    hook: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refused address learns nothing from its guesses, and costs no comparison."""
+    from service.api import webhook
+
+    compared = 0
+    real = webhook.credentials_match
+
+    def counting(*args: Any) -> bool:
+        nonlocal compared
+        compared += 1
+        return real(*args)
+
+    monkeypatch.setattr(webhook, "credentials_match", counting)
+    assert flood(hook, 20) == [401] * 20
+    assert compared == 20
+    assert flood(hook, 5) == [429] * 5
+    assert post(hook, b"{}").status_code == 429
+    assert compared == 20
+
+
+def test_S2_the_throttle_is_logged_once_without_secrets(
+    hook: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One warning when the address starts being refused, naming it; no password."""
+    caplog.set_level(logging.DEBUG)
+    flood(hook, 30)
+    throttled = [r for r in caplog.records if r.getMessage() == "webhook authentication throttled"]
+    assert len(throttled) == 1
+    assert throttled[0].levelno == logging.WARNING
+    assert throttled[0].__dict__["client"] == "testclient"
+    failed = [r for r in caplog.records if r.getMessage() == "webhook authentication failed"]
+    assert len(failed) == 20
+    text = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert PASSWORD not in text and "Wrong-Guess-Pw-1234" not in text
+
+
+def test_S2_behind_a_trusted_proxy_each_client_address_is_counted(
+    hook_settings: Settings, clock: ManualClock, drain: Drain
+) -> None:
+    """The address comes from X-Forwarded-For as for the login throttle: the flooding
+    client is refused, Pipedrive behind the same proxy is not."""
+    import ipaddress
+
+    proxied = replace(hook_settings, trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
+    app = create_app(proxied, clock, enqueue_drain=drain)
+    body = example("v2_create_person.pipedrive-docs.json")
+    attacker = {**WRONG, "X-Forwarded-For": "203.0.113.9"}
+    pipedrive = {**AUTH, "X-Forwarded-For": "185.166.143.1"}
+    with TestClient(app, client=("127.0.0.1", 5000)) as proxy:
+        assert [
+            proxy.post(PATH, content=body, headers=attacker).status_code for _ in range(21)
+        ] == [401] * 20 + [429]
+        # A spoofed left-most entry does not help: the proxy appended the real address.
+        spoofed = {**attacker, "X-Forwarded-For": "1.2.3.4, 203.0.113.9"}
+        assert proxy.post(PATH, content=body, headers=spoofed).status_code == 429
+        assert proxy.post(PATH, content=body, headers=pipedrive).status_code == 200
+
+
 # --- the real thing ---------------------------------------------------------------------
 
 
