@@ -1,9 +1,10 @@
 """Authentication of every ``/api`` route, in one place so a new route cannot forget it.
 
 A session token arrives as ``Authorization: Bearer <token>`` or in the session cookie.
-Cookie-authenticated writes must come from our own origin (CSRF); bearer tokens are not
-sent by browsers on their own, so they need no such check. Only ``POST /api/session``
-(the login) is open.
+Cookie-authenticated writes must come from our own origin (CSRF) and carry no body but
+JSON: a cross-site form can send ``text/plain``, urlencoded or multipart bodies without a
+preflight, never ``application/json``. Bearer tokens are not sent by browsers on their own,
+so they need no such checks. Only ``POST /api/session`` (the login) is open.
 """
 
 from __future__ import annotations
@@ -30,6 +31,20 @@ OPEN_ROUTES = frozenset({("POST", "/api/session")})
 def is_protected(method: str, path: str) -> bool:
     """Tell whether a request needs a session: every ``/api`` route but the login."""
     return (path == "/api" or path.startswith("/api/")) and (method, path) not in OPEN_ROUTES
+
+
+def cookie_is_secure(scheme: str, public_url: str | None) -> bool:
+    """Whether the session cookie gets ``Secure``: the request came over https (directly or
+    through a trusted proxy), or the service is published at an https ``PUBLIC_URL``."""
+    return scheme == "https" or (public_url or "").lower().startswith("https://")
+
+
+def is_json_or_bodiless(headers: Headers) -> bool:
+    """Tell whether a write declares a JSON body or none at all (no ``Content-Type``)."""
+    content_type = headers.get("content-type")
+    if content_type is None:
+        return True
+    return content_type.split(";")[0].strip().lower() == "application/json"
 
 
 def session_cookie(token: str, expires_at: int, now: int, secure: bool) -> str:
@@ -89,10 +104,8 @@ class SessionAuthMiddleware:
             return
         connection = HTTPConnection(scope)
         peer = connection.client.host if connection.client else None
-        secure = (
-            request_scheme(scope["scheme"], peer, connection.headers, self.trusted_proxies)
-            == "https"
-        )
+        scheme = request_scheme(scope["scheme"], peer, connection.headers, self.trusted_proxies)
+        secure = cookie_is_secure(scheme, self.public_url)
         token, via_cookie = token_from(connection.headers, connection.cookies)
         now = self.clock.now()
         session = await run_in_threadpool(sessions.validate_session, token, now) if token else None
@@ -103,9 +116,11 @@ class SessionAuthMiddleware:
             await error_response(401, "authentication required", headers)(scope, receive, send)
             return
         if via_cookie and scope["method"] not in SAFE_METHODS:
-            scheme = "https" if secure else "http"
             if not is_same_origin(connection.headers, self.public_url, scheme):
                 await error_response(403, "cross-origin request refused")(scope, receive, send)
+                return
+            if not is_json_or_bodiless(connection.headers):
+                await error_response(415, "send the body as application/json")(scope, receive, send)
                 return
         scope.setdefault("state", {})["session"] = session
 

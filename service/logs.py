@@ -27,6 +27,9 @@ TOKEN_PATTERN = re.compile(r"pbs_[A-Za-z0-9_\-]{16,}")
 CREDENTIAL_PATTERNS = (
     re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?\s*(?:bearer|basic)\s+)[^\s\"',;]+"),
     re.compile(r"(?i)((?:api[_-]?token|api[_-]?key|password|token)=)[^&\s\"']+"),
+    # An Authorization value on its own (a header logged as a field, not under its name):
+    # the base64 of "user:password" is none of the configured secrets as such.
+    re.compile(r"(?i)(\b(?:basic|bearer)\s+)[A-Za-z0-9+/_.~\-]{16,}=*"),
 )
 
 _context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
