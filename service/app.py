@@ -41,10 +41,10 @@ ROUTES = [
     Route("/api/session", session_api.logout, methods=["DELETE"]),
     Route("/api/filters", filters.list_filters, methods=["GET"]),
     Route("/api/filters/refresh", filters.refresh_filters, methods=["POST"]),
-    Route("/api/filters/{id:int}/sync", sync.sync_filter, methods=["POST"]),
+    Route("/api/filters/{id:id}/sync", sync.sync_filter, methods=["POST"]),
     Route("/api/sync", sync.sync_all, methods=["POST"]),
     Route("/api/jobs", jobs.list_jobs, methods=["GET"]),
-    Route("/api/jobs/{id:int}", jobs.get_job, methods=["GET"]),
+    Route("/api/jobs/{id:id}", jobs.get_job, methods=["GET"]),
     Route("/api/status", status_api.get_status, methods=["GET"]),
 ]
 

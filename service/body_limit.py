@@ -81,7 +81,7 @@ class BodyLimitMiddleware:
         max_bytes = self.limit_for(scope["path"])
         declared = Headers(scope=scope).get("content-length")
         if declared is not None:
-            if not declared.isdigit():
+            if not (declared.isascii() and declared.isdigit()):
                 await error_response(400, "invalid Content-Length")(scope, receive, send)
                 return
             if int(declared) > max_bytes:

@@ -7,7 +7,9 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
+
+from service.api.responses import JsonResponse
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +41,9 @@ class ApiError(Exception):
 
 def error_response(
     status: int, message: str, headers: dict[str, str] | None = None, **extra: Any
-) -> JSONResponse:
+) -> JsonResponse:
     """A JSON error response."""
-    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
+    return JsonResponse({"error": message, **extra}, status_code=status, headers=headers)
 
 
 async def handle_api_error(request: Request, exc: Exception) -> Response:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 
 from service.api.params import MAX_ID
+from service.api.responses import JsonResponse
 from service.jobs import DEFAULT_PAGE, JOB_KINDS, JOB_STATUSES, JOB_TRIGGERS, MAX_PAGE
 
 
@@ -31,14 +31,20 @@ _TIME = {"type": "string", "format": "date-time"}
 _NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
 _COUNT = {"type": "integer", "minimum": 0}
 _ID = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
+_TOO_LARGE = {"413": _error("Request body over 1 MiB")}
 _AUTH_ERRORS = {
-    "401": _error("No valid session"),
-    "413": _error("Request body over 1 MiB"),
+    "401": {
+        **_error("No valid session (a stale session cookie is cleared)"),
+        "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+    },
+    **_TOO_LARGE,
 }
 _WRITE_ERRORS = {
     **_AUTH_ERRORS,
     "403": _error("Cookie-authenticated request from another origin"),
+    "415": _error("Cookie-authenticated request with a body that is not application/json"),
 }
+_TOO_SLOW = {"408": _error("The request body did not arrive in time; the connection is closed")}
 _FILTER_ID = {
     "name": "id",
     "in": "path",
@@ -46,7 +52,13 @@ _FILTER_ID = {
     "description": "The Pipedrive filter id",
     "schema": _ID,
 }
-_BOOLEAN = {"type": "string", "enum": ["true", "false", "1", "0"], "default": "false"}
+# true, false, 1 or 0, in any letter case (service.api.params.bool_param).
+_BOOLEAN = {
+    "type": "string",
+    "pattern": "^([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|1|0)$",
+    "examples": ["true", "false", "1", "0"],
+    "default": "false",
+}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -283,6 +295,8 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["password"],
         "properties": {"password": {"type": "string"}},
+        "additionalProperties": True,
+        "description": "Other members are ignored",
     },
     "Session": {
         "type": "object",
@@ -298,9 +312,15 @@ PATHS: dict[str, Any] = {
             "security": [],
             "responses": {
                 "200": _json(
-                    {"type": "object", "properties": {"status": {"type": "string"}}}, "Healthy"
+                    {
+                        "type": "object",
+                        "required": ["status"],
+                        "properties": {"status": {"type": "string", "enum": ["ok"]}},
+                    },
+                    "Healthy",
                 ),
                 "503": _error("The database does not answer"),
+                **_TOO_LARGE,
             },
         }
     },
@@ -308,7 +328,10 @@ PATHS: dict[str, Any] = {
         "get": {
             "summary": "This document",
             "security": [],
-            "responses": {"200": _json({"type": "object"}, "The OpenAPI document")},
+            "responses": {
+                "200": _json({"type": "object"}, "The OpenAPI document"),
+                **_TOO_LARGE,
+            },
         }
     },
     "/webhooks/pipedrive": {
@@ -327,8 +350,10 @@ PATHS: dict[str, Any] = {
                     "application/json": {
                         "schema": {
                             "type": "object",
+                            "additionalProperties": True,
                             "description": "A webhooks v2 {meta, data, previous} or v1 "
-                            "{v, meta, current, previous, retry, event} body",
+                            "{v, meta, current, previous, retry, event} body; any other JSON "
+                            "object (nested at most 64 levels) is stored as ignored",
                         }
                     }
                 },
@@ -354,6 +379,14 @@ PATHS: dict[str, Any] = {
                 },
                 "413": _error("Request body over 256 KiB"),
                 "415": _error("The body is not application/json"),
+                "429": {
+                    **_error(
+                        "Too many failed authentications from this address; refused before "
+                        "the credentials are compared"
+                    ),
+                    "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+                },
+                **_TOO_SLOW,
                 "503": _error(
                     "Webhook credentials not configured, or the delivery could not be stored"
                 ),
@@ -379,16 +412,19 @@ PATHS: dict[str, Any] = {
                 "415": _error("The body is not JSON"),
                 "429": {
                     **_error("Too many failed logins from this address"),
-                    "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                    "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
                 },
+                **_TOO_SLOW,
             },
         },
         "delete": {
             "summary": "Log out (end this session)",
             "responses": {
-                "204": {"description": "Logged out"},
-                "403": _error("Cookie-authenticated request from another origin"),
-                **_AUTH_ERRORS,
+                "204": {
+                    "description": "Logged out; the session cookie is cleared",
+                    "headers": {"Set-Cookie": {"schema": {"type": "string"}}},
+                },
+                **_WRITE_ERRORS,
             },
         },
     },
@@ -587,6 +623,6 @@ DOCUMENT: dict[str, Any] = {
 }
 
 
-async def openapi_json(request: Request) -> JSONResponse:
+async def openapi_json(request: Request) -> JsonResponse:
     """Serve the OpenAPI document."""
-    return JSONResponse(DOCUMENT)
+    return JsonResponse(DOCUMENT)

@@ -99,7 +99,8 @@ def test_public_url_is_our_origin_too(settings: Settings, clock: ManualClock) ->
         database_url=settings.database_url,
         public_url="https://sync.example.com",
     )
-    with TestClient(create_app(settings, clock)) as client:
+    # The cookie is Secure under an https PUBLIC_URL: the client must speak https to send it.
+    with TestClient(create_app(settings, clock), base_url="https://testserver") as client:
         login(client)
         ok = client.delete("/api/session", headers={"Origin": "https://sync.example.com"})
         assert ok.status_code == 204

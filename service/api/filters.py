@@ -6,10 +6,10 @@ import logging
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 
 from service import filters
 from service.api.context import WebContext, web_context
+from service.api.responses import JsonResponse
 from service.clients import factory
 from service.clients.errors import ApiAuthError
 from service.clients.errors import ApiError as ClientApiError
@@ -21,10 +21,10 @@ from service.webhooks_install import WebhookTarget
 log = logging.getLogger(__name__)
 
 
-async def list_filters(request: Request) -> JSONResponse:
+async def list_filters(request: Request) -> JsonResponse:
     """Every known filter with its latest job."""
     views = await run_in_threadpool(filters.list_filters)
-    return JSONResponse({"filters": [view.to_json() for view in views]})
+    return JsonResponse({"filters": [view.to_json() for view in views]})
 
 
 def _refresh(context: WebContext) -> RefreshResult:
@@ -35,7 +35,7 @@ def _refresh(context: WebContext) -> RefreshResult:
     return run_refresh(pipedrive, brevo, context.clock.now(), context.enqueue_job, webhooks)
 
 
-async def refresh_filters(request: Request) -> JSONResponse:
+async def refresh_filters(request: Request) -> JsonResponse:
     """Read Pipedrive's filters now: the filters as ``GET /api/filters`` shows them, and counts.
 
     Without ``PIPEDRIVE_API_TOKEN`` the answer is 409: the request is fine but the service
@@ -55,7 +55,7 @@ async def refresh_filters(request: Request) -> JSONResponse:
     except ClientApiError as exc:
         log.warning("filter refresh failed", extra={"error": str(exc)})
         raise ApiError(502, str(exc)) from exc
-    return JSONResponse(
+    return JsonResponse(
         {
             "filters": [view.to_json() for view in result.filters],
             "created": result.created,

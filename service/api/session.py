@@ -7,11 +7,12 @@ import logging
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from service import sessions, throttle
 from service.api.context import web_context
-from service.auth import clearing_cookie, session_cookie
+from service.api.responses import JsonResponse
+from service.auth import clearing_cookie, cookie_is_secure, session_cookie
 from service.clock import to_iso
 from service.errors import ApiError
 from service.proxies import client_address, request_scheme
@@ -23,7 +24,7 @@ def _is_https(request: Request) -> bool:
     settings = web_context(request).settings
     peer = request.client.host if request.client else None
     scheme = request_scheme(request.url.scheme, peer, request.headers, settings.trusted_proxies)
-    return scheme == "https"
+    return cookie_is_secure(scheme, settings.public_url)
 
 
 async def _password_from(request: Request) -> str:
@@ -61,7 +62,7 @@ async def login(request: Request) -> Response:
     await run_in_threadpool(throttle.clear, client)
     issued = await run_in_threadpool(sessions.create_session, context.password, now)
     log.info("admin logged in", extra={"client": client})
-    response = JSONResponse(
+    response = JsonResponse(
         {"token": issued.token, "expires_at": to_iso(issued.expires_at)}, status_code=201
     )
     response.headers.append(

@@ -7,11 +7,11 @@ from collections.abc import Callable
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 
 from service import jobs
 from service.api.context import web_context
 from service.api.params import MAX_ID, bool_param
+from service.api.responses import JsonResponse
 from service.db import Filter, db_session
 from service.errors import ApiError
 from service.jobs import FilterBusy, FilterDeleted, FilterNotFound, Job
@@ -84,7 +84,7 @@ def start_all(enqueue_job: Callable[[int], None], now: int) -> tuple[list[Job], 
     return started, busy
 
 
-async def sync_filter(request: Request) -> JSONResponse:
+async def sync_filter(request: Request) -> JsonResponse:
     """Start a full resync (or a dry run) of one filter: 202 with the job."""
     context = web_context(request)
     filter_id: int = request.path_params["id"]
@@ -113,11 +113,11 @@ async def sync_filter(request: Request) -> JSONResponse:
         raise ApiError(
             409, f"filter {filter_id} is already being synced", job=exc.job.to_json()
         ) from exc
-    return JSONResponse({"job": job.to_json()}, status_code=202)
+    return JsonResponse({"job": job.to_json()}, status_code=202)
 
 
-async def sync_all(request: Request) -> JSONResponse:
+async def sync_all(request: Request) -> JsonResponse:
     """Start a full resync of every linked filter: 202 with the jobs and the busy filters."""
     context = web_context(request)
     started, busy = await run_in_threadpool(start_all, context.enqueue_job, context.clock.now())
-    return JSONResponse({"jobs": [job.to_json() for job in started], "busy": busy}, status_code=202)
+    return JsonResponse({"jobs": [job.to_json() for job in started], "busy": busy}, status_code=202)

@@ -67,11 +67,19 @@ def person_data(version: str | None, payload: str) -> PersonData | None:
         return None
     return PersonData(
         person_id=person.id,
-        email=valid_email(person.primary_email),
-        first_name=person.first_name or None,
-        last_name=person.last_name or None,
+        email=valid_email(_storable(person.primary_email)),
+        first_name=_storable(person.first_name) or None,
+        last_name=_storable(person.last_name) or None,
         updated_at=unix_time(person.update_time),
     )
+
+
+def _storable(text: str | None) -> str | None:
+    """``text`` with any lone surrogate (JSON allows one as an escape, UTF-8 does not)
+    replaced: SQLite refuses such a string, which would stop the drain on every run."""
+    if text is None:
+        return None
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def merged_to(version: str | None, payload: str) -> int | None:
@@ -80,7 +88,7 @@ def merged_to(version: str | None, payload: str) -> int | None:
         return None
     meta = _body(payload).get("meta")
     value = meta.get("merged_to_id") if isinstance(meta, dict) else None
-    if isinstance(value, str) and value.isdigit() and len(value) < 19:
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 19:
         return int(value) or None
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
