@@ -33,6 +33,12 @@ from tests.fakes import (
     start_fake,
 )
 
+# openapi-spec-validator picks jsonschema-rs when it is installed (schemathesis brings it);
+# its errors come without the leaf structure the spec tests read (tests/sandbox), so every
+# test uses the jsonschema backend, as a clone without schemathesis would. Set before any
+# validator is built: the validator keeps the backend it was first built with.
+os.environ.setdefault("OPENAPI_SPEC_VALIDATOR_SCHEMA_VALIDATOR_BACKEND", "jsonschema")
+
 # freezegun ignores threads by default, which is where Pony code runs (reference P24).
 freezegun.configure(
     default_ignore_list=[m for m in freezegun.config.DEFAULT_IGNORE_LIST if m != "threading"]
