@@ -1,4 +1,4 @@
--- pipedrive-brevo-sync: the current database schema (version 7).
+-- pipedrive-brevo-sync: the current database schema (version 8).
 -- The single source of truth for a new database. service/migrations/ holds the numbered
 -- steps that bring an older database here; tests prove both paths give the same schema.
 -- Times are INTEGER unix seconds. unixepoch() needs SQLite 3.38 or later.
@@ -98,7 +98,13 @@ CREATE TABLE api_rate_limits (
     daily_limit INTEGER,
     daily_remaining INTEGER,
     observed_at REAL NOT NULL,
-    paused_until REAL                    -- until when Pipedrive work waits because the daily token budget is spent; NULL when not paused
+    paused_until REAL,                   -- until when Pipedrive work waits because the daily token budget is spent; NULL when not paused
+    auth_fingerprint TEXT,               -- fingerprint (a short hash, never the credential) of the credential the API refused (401/403); NULL when none is paused
+    auth_status INTEGER,                 -- the status it was refused with
+    auth_error TEXT,                     -- the refusal as the job that met it reported it (no secret)
+    auth_refused_at REAL,                -- when the API first refused the credential
+    auth_backoff_seconds REAL,           -- the wait between two tries of the refused credential; doubles after each refused try
+    auth_paused_until REAL               -- until when no work uses the refused credential; then one job tries it again
 );
 
 -- Request pacing shared by every process: a call in a bucket waits until next_at, then moves it on.

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal, cast
 
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 FaultKind = Literal["429", "500", "timeout", "drop"]
 FAULT_KINDS: tuple[FaultKind, ...] = ("429", "500", "timeout", "drop")
@@ -114,7 +114,9 @@ class FaultPlan:
         """Replace the plan from a control-API body; raise ``FaultPlanError`` when malformed.
 
         Body: ``{"faults": [{"kind", "path", "method", "probability" | "count"}],
-        "latency": [{"seconds", "path", "method"}], "hang_seconds": s}``, every key optional.
+        "latency": [{"seconds", "path", "method"}], "hang_seconds": s, "seed": n}``, every
+        key optional; a ``seed`` starts the probability draws afresh, so a test gets the
+        same draws whatever ran before it.
         """
         if not isinstance(payload, dict):
             raise FaultPlanError("the body must be a JSON object")
@@ -123,7 +125,13 @@ class FaultPlan:
         hang = payload.get("hang_seconds", self.hang_seconds)
         if not isinstance(hang, int | float) or isinstance(hang, bool) or hang < 0:
             raise FaultPlanError("hang_seconds must be a non-negative number")
+        seed = payload.get("seed")
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            raise FaultPlanError("seed must be an integer")
         self.hang_seconds = float(hang)
+        if seed is not None:
+            with self._lock:
+                self._random.seed(seed)
         self.replace(faults, latency)
 
 
@@ -182,9 +190,10 @@ class FaultMiddleware:
     """Applies a ``FaultPlan`` to every request outside the control routes.
 
     ``respond`` builds the fake's own 429 or 500 answer (each API has its error format and
-    headers). A timeout holds the request for ``hang_seconds`` and then answers normally,
-    so a client with a shorter read timeout sees a timeout; a drop starts the response and
-    then breaks it off, so the client sees the connection closed.
+    headers). A timeout receives the request, holds it for ``hang_seconds``, then runs it
+    and answers normally, so a client with a shorter read timeout sees a timeout though the
+    request was applied; a drop starts the response and then breaks it off before the
+    request is run, so the client sees the connection closed.
     """
 
     def __init__(self, app: ASGIApp, plan: FaultPlan, respond: ErrorResponder) -> None:
@@ -205,8 +214,11 @@ class FaultMiddleware:
         if kind is None:
             await self.app(scope, receive, send)
         elif kind == "timeout":
+            # Received whole before the wait, as by a slow server: the request is applied
+            # even when the client gave up on the answer (the ambiguous case for a write).
+            replay = await _buffered(receive)
             await asyncio.sleep(self.plan.hang_seconds)
-            await self.app(scope, receive, send)
+            await self.app(scope, replay, send)
         elif kind == "drop":
             await send({"type": "http.response.start", "status": 200, "headers": []})
             raise DroppedConnection(f"sandbox dropped {method} {path} on purpose")
@@ -215,3 +227,27 @@ class FaultMiddleware:
             if not isinstance(response, Response):
                 response = await response
             await response(scope, receive, send)
+
+
+async def _read_body(receive: Receive) -> bytes:
+    """Receive the whole request body."""
+    parts: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(parts)
+        parts.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+async def _buffered(receive: Receive) -> Receive:
+    """Receive the whole request body now; a ``receive`` that hands it over again, then
+    whatever comes next (the disconnect)."""
+    body = await _read_body(receive)
+    pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replay

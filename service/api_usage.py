@@ -91,13 +91,17 @@ def calls_since(since: float) -> list[CallCount]:
 
 @db_session
 def rate_figures() -> dict[str, tuple[RateFigures, float]]:
-    """The last figures each API reported, with when they were seen."""
+    """The last figures each API reported, with when they were seen.
+
+    Read as plain rows, not entities: the status page reads in one session, where the
+    budget has loaded the Pipedrive row already, and Pony refuses to load an entity again
+    once another process (a worker's call) has changed it meanwhile.
+    """
+    rows = db.select(
+        'SELECT api, "limit", remaining, reset_seconds, daily_limit, daily_remaining, '
+        "observed_at FROM api_rate_limits"
+    )
     return {
-        row.api: (
-            RateFigures(
-                row.limit, row.remaining, row.reset_seconds, row.daily_limit, row.daily_remaining
-            ),
-            row.observed_at,
-        )
-        for row in ApiRateLimit.select()
+        str(api): (RateFigures(limit, remaining, reset, daily_limit, daily_remaining), observed)
+        for api, limit, remaining, reset, daily_limit, daily_remaining, observed in rows
     }

@@ -146,6 +146,12 @@ class ApiRateLimit(db.Entity):  # type: ignore[name-defined,misc]
     daily_remaining = Optional(int, size=64)
     observed_at = Required(float)
     paused_until = Optional(float)
+    auth_fingerprint = Optional(str, nullable=True)
+    auth_status = Optional(int)
+    auth_error = Optional(str, nullable=True)
+    auth_refused_at = Optional(float)
+    auth_backoff_seconds = Optional(float)
+    auth_paused_until = Optional(float)
 
 
 class ApiPacing(db.Entity):  # type: ignore[name-defined,misc]

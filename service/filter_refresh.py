@@ -5,6 +5,9 @@ are left alone), renames the Brevo list of a renamed linked filter, and schedule
 resync of a linked filter whose conditions changed; when given the webhook target, it also
 registers again our webhooks that Pipedrive deleted. No database session is held across an
 HTTP call: the database work is done in short sessions between the calls.
+
+While Pipedrive refuses the token (``service.auth_pause``) the refresh makes no call; once
+the pause ends it may be the one that tries the token again.
 """
 
 from __future__ import annotations
@@ -16,9 +19,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from service.auth_pause import Credential, Watch, admit, record_refusal, settle
 from service.clients.brevo import BrevoClient
-from service.clients.errors import ApiError, ApiNotFound
-from service.clients.pipedrive import FilterType, PipedriveClient, PipedriveFilter
+from service.clients.errors import ApiAuthError, ApiAuthPaused, ApiError, ApiNotFound
+from service.clients.pipedrive import (
+    LIST_FILTERS,
+    FilterType,
+    PipedriveClient,
+    PipedriveFilter,
+)
 from service.db import Filter, db_write_session
 from service.filter_conditions import related_objects
 from service.filters import FilterView, list_filters
@@ -69,11 +78,30 @@ def _stored_name(upstream: PipedriveFilter) -> str:
     return upstream.name.strip() or f"Pipedrive filter {upstream.id}"
 
 
-def _fetch_upstream(pipedrive: PipedriveClient) -> dict[int, PipedriveFilter]:
+def _fetch_upstream(pipedrive: PipedriveClient, now: int) -> dict[int, PipedriveFilter]:
     """The people and deal filters that exist upstream, temporary and inactive ones left out.
 
     Both listings are read before anything is written, so a failed call changes nothing.
+    Raises ``ApiAuthPaused``, without a call, while Pipedrive's refusal of the token holds.
     """
+    credential = Credential(pipedrive.http.api, pipedrive.http.fingerprint)
+    admission = admit([credential], now)
+    if admission.waiting is not None:
+        refusal = admission.waiting
+        raise ApiAuthPaused(refusal.api, LIST_FILTERS.name, refusal.skip_message(), refusal.status)
+    watch = Watch([credential], pipedrive.http.acceptance)
+    refused: str | None = None
+    try:
+        return _list_upstream(pipedrive)
+    except ApiAuthError as exc:
+        refused = exc.api
+        record_refusal(credential, exc, now, probing=credential in admission.probes)
+        raise
+    finally:
+        settle(admission, watch.accepted(), now, refused)
+
+
+def _list_upstream(pipedrive: PipedriveClient) -> dict[int, PipedriveFilter]:
     found: dict[int, PipedriveFilter] = {}
     for filter_type in FILTER_TYPES:
         for upstream in pipedrive.list_filters(filter_type):
@@ -223,12 +251,13 @@ def refresh_filters(
 ) -> RefreshResult:
     """Mirror Pipedrive's people and deal filters into the database (DESIGN section 5).
 
-    Raises the client's ``ApiError`` when Pipedrive cannot be read; Brevo failures (a list
+    Raises the client's ``ApiError`` when Pipedrive cannot be read (``ApiAuthPaused``, with
+    no call made, while Pipedrive's refusal of the token holds); Brevo failures (a list
     rename) are logged and do not fail the refresh. ``brevo`` None skips renames. With
     ``webhooks``, our webhooks that Pipedrive deleted are registered again (a failure there
     is logged and does not fail the refresh either).
     """
-    upstream = _fetch_upstream(pipedrive)
+    upstream = _fetch_upstream(pipedrive, now)
     changes = _apply_listing(upstream, now)
     for filter_id, update_time in changes.to_check:
         _check_conditions(pipedrive, filter_id, update_time, now, enqueue_job)

@@ -1,6 +1,7 @@
 """What ``GET /api/status`` reports: the webhook inbox, the incremental sync (its coalesce
 window and whether Pipedrive work waits for the token budget), the queue, running jobs,
-worker liveness and each API's recent usage and last rate-limit figures.
+worker liveness and each API's recent usage, last rate-limit figures and, when it refused
+the service's credential, the pause of the work that needs it.
 
 Every function here blocks (database or queue reads): call them from a thread. Times come
 from the caller's clock as unix seconds and leave as ISO 8601 UTC strings.
@@ -13,6 +14,7 @@ import threading
 from typing import Any
 
 from service import api_usage
+from service.auth_pause import AuthPause, recorded_pauses
 from service.budget import budget_state
 from service.clients.usage import RateFigures
 from service.clock import to_iso
@@ -111,9 +113,23 @@ def _rate_limit(api: str, figures: RateFigures, observed_at: float) -> dict[str,
     return shown
 
 
+def _auth_pause(pause: AuthPause, now: int) -> dict[str, Any]:
+    return {
+        "active": pause.holds(now),
+        "status": pause.status,
+        "error": pause.error,
+        "variable": pause.variable,
+        "refused_at": to_iso(int(pause.refused_at)),
+        "paused_until": to_iso(int(pause.paused_until)),
+        "backoff_seconds": pause.backoff_seconds,
+    }
+
+
 @db_session
 def apis_status(now: int) -> dict[str, Any]:
-    """Per API: calls of the last hour (in total and by status) and the last rate figures.
+    """Per API: calls of the last hour (in total and by status), the last rate figures, and
+    the recorded refusal of its credential (``auth_pause``: ``active`` while no work may
+    call it; once it is over, the next job tries the credential again).
 
     Calls are counted per clock hour, so the count covers the hour holding ``now - 3600``
     and every later one: at least the last hour, at most two.
@@ -126,14 +142,17 @@ def apis_status(now: int) -> dict[str, Any]:
             statuses = by_status[count.api]
             statuses[str(count.status)] = statuses.get(str(count.status), 0) + count.calls
     figures = api_usage.rate_figures()
+    pauses = recorded_pauses()
     apis: dict[str, Any] = {}
     for api in APIS:
         seen = figures.get(api)
+        pause = pauses.get(api)
         apis[api] = {
             "calls_last_hour": sum(by_status[api].values()),
             "calls_by_status": dict(sorted(by_status[api].items())),
             "calls_counted_since": to_iso(counted_since),
             "rate_limit": None if seen is None else _rate_limit(api, *seen),
+            "auth_pause": None if pause is None else _auth_pause(pause, now),
         }
     return apis
 

@@ -11,11 +11,13 @@ from typing import Any
 
 import pytest
 
+from service.auth_pause import FIRST_BACKOFF_SECONDS, recorded_pauses
 from service.clients.brevo import BrevoClient, BrevoLimits
-from service.clients.errors import ApiAuthError
+from service.clients.errors import ApiAuthError, ApiAuthPaused
 from service.clients.http import ClientPolicy
 from service.clients.pipedrive import PipedriveClient
 from service.clients.usage import MemoryUsage
+from service.clock import to_iso
 from service.filter_refresh import RefreshResult, conditions_hash, refresh_filters
 from service.jobs import create_job, list_jobs
 from tests.fakes import RunningFake
@@ -335,6 +337,39 @@ def test_a_refused_token_raises_and_changes_nothing(
     with pytest.raises(ApiAuthError):
         refresh(now=NOW + 100)
     assert rows(clean_db) == before
+
+
+def test_while_pipedrive_refuses_the_token_the_refresh_makes_no_call(
+    refresh: Refresher, pipedrive_fake: RunningFake
+) -> None:
+    """The refused refresh pauses Pipedrive work; refreshes meanwhile skip without a call;
+    the first one after the pause tries again (refused: the pause doubles), and once the
+    token is accepted the pause ends."""
+    pipedrive_fake.control("PUT", "/_sandbox/settings", json={"token": "the-real-one"})
+    with pytest.raises(ApiAuthError) as refused:
+        refresh(now=NOW)
+    assert not isinstance(refused.value, ApiAuthPaused)
+    assert refresh.pipedrive_calls("/v1/filters") == 1
+    until = NOW + int(FIRST_BACKOFF_SECONDS)
+
+    with pytest.raises(ApiAuthPaused) as skipped:
+        refresh(now=until - 1)
+    assert str(skipped.value) == (
+        f"Pipedrive refused PIPEDRIVE_API_TOKEN (401); not called again before "
+        f"{to_iso(until)}. Fix PIPEDRIVE_API_TOKEN."
+    )
+    assert refresh.pipedrive_calls("/v1/filters") == 1
+
+    with pytest.raises(ApiAuthError) as probed:
+        refresh(now=until)
+    assert not isinstance(probed.value, ApiAuthPaused)
+    assert refresh.pipedrive_calls("/v1/filters") == 2
+    assert recorded_pauses()["pipedrive"].paused_until == until + 2 * FIRST_BACKOFF_SECONDS
+
+    pipedrive_fake.control("PUT", "/_sandbox/settings", json={"token": None})
+    result = refresh(now=until + 2 * int(FIRST_BACKOFF_SECONDS))
+    assert {f.id for f in result.filters} == set(SEEDED)
+    assert recorded_pauses() == {}
 
 
 def test_two_refreshes_at_once_create_each_filter_once(

@@ -7,7 +7,9 @@ from pathlib import Path
 
 from service import status
 from service.api_usage import DatabaseUsage
+from service.auth_pause import Credential, record_refusal
 from service.budget import pause_pipedrive
+from service.clients.errors import ApiAuthError
 from service.clients.usage import CallKey, RateFigures
 from service.clock import ManualClock, to_iso
 from workers.periodic import FORGET_HEARTBEAT_SECONDS, Duty, PeriodicLoop, record_heartbeat
@@ -78,6 +80,7 @@ def test_an_empty_database_gives_zeros_and_nulls(clean_db: Path, tmp_path: Path)
                 "calls_by_status": {},
                 "calls_counted_since": to_iso((NOW - 3600) // 3600 * 3600),
                 "rate_limit": None,
+                "auth_pause": None,
             }
             for api in ("pipedrive", "brevo")
         },
@@ -235,6 +238,7 @@ def test_api_calls_of_the_last_hour_and_the_last_rate_figures(clean_db: Path) ->
             "daily_limit": 30000,
             "daily_remaining": 28996,
         },
+        "auth_pause": None,
     }
     assert apis["brevo"]["calls_last_hour"] == 1
     assert apis["brevo"]["calls_by_status"] == {"0": 1}
@@ -275,6 +279,24 @@ def test_sync_counts_waiting_changes_and_shows_the_widened_window_and_the_pause(
     until = pause_pipedrive(NOW, 3600)
     assert status.sync_status(NOW + 10, 2.0)["pipedrive_paused_until"] == to_iso(int(until))
     assert status.sync_status(int(until), 2.0)["pipedrive_paused_until"] is None
+
+
+def test_a_refused_credential_shows_its_pause_until_it_is_over(clean_db: Path) -> None:
+    refused = ApiAuthError("brevo", "GET /contacts/lists/{listId}", "Key not found", 401)
+    record_refusal(Credential("brevo", "0123456789abcdef"), refused, NOW - 20)
+    apis = status.apis_status(NOW)
+    assert apis["pipedrive"]["auth_pause"] is None
+    assert apis["brevo"]["auth_pause"] == {
+        "active": True,
+        "status": 401,
+        "error": "brevo GET /contacts/lists/{listId} answered 401: Key not found",
+        "variable": "BREVO_API_KEY",
+        "refused_at": to_iso(NOW - 20),
+        "paused_until": to_iso(NOW + 40),
+        "backoff_seconds": 60.0,
+    }
+    # Over, but recorded until a job tried the key again: the next job does.
+    assert status.apis_status(NOW + 40)["brevo"]["auth_pause"]["active"] is False
 
 
 def test_queue_depth_counts_the_messages_waiting_in_a_sqlite_queue(tmp_path: Path) -> None:

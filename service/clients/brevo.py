@@ -13,6 +13,7 @@ usage store keep every process of the service under both.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ import httpx
 from service.clients.errors import ApiNotFound, ApiRequestError, ApiUnavailable
 from service.clients.http import ApiHttp, ClientPolicy, Operation, RateHeaders, server_time
 from service.clients.usage import Pacer, UsageStore
+
+log = logging.getLogger(__name__)
 
 API = "brevo"
 BATCH_SIZE = 150
@@ -42,6 +45,7 @@ LIST_FOLDERS = Operation(API, "GET", "/contacts/folders")
 CREATE_FOLDER = Operation(API, "POST", "/contacts/folders", idempotent=False)
 CREATE_LIST = Operation(API, "POST", "/contacts/lists", idempotent=False)
 GET_LIST = Operation(API, "GET", "/contacts/lists/{listId}")
+LIST_FOLDER_LISTS = Operation(API, "GET", "/contacts/folders/{folderId}/lists")
 UPDATE_LIST = Operation(API, "PUT", "/contacts/lists/{listId}")
 LIST_CONTACTS = Operation(API, "GET", "/contacts/lists/{listId}/contacts")
 ADD_TO_LIST = Operation(API, "POST", "/contacts/lists/{listId}/contacts/add")
@@ -57,6 +61,7 @@ OPERATIONS = (
     CREATE_FOLDER,
     CREATE_LIST,
     GET_LIST,
+    LIST_FOLDER_LISTS,
     UPDATE_LIST,
     LIST_CONTACTS,
     ADD_TO_LIST,
@@ -278,9 +283,41 @@ class BrevoClient:
         return int(self._call(CREATE_FOLDER, json={"name": name}).json()["id"])
 
     def create_list(self, name: str, folder_id: int) -> int:
-        """Create a list in a folder; return its id."""
+        """Create a list in a folder, unless the folder already holds one of that name;
+        return its id.
+
+        Creating is not idempotent and never sent twice, yet its answer can be lost (a read
+        timeout, a dropped connection) after Brevo created the list, maybe only later. The
+        call after such a failure finds that list by its name (names carry the filter id)
+        instead of making a second one.
+        """
+        try:
+            found = self.find_list(name, folder_id)
+        except ApiNotFound:
+            found = None  # no such folder: the create below says so in Brevo's words
+        if found is not None:
+            log.warning(
+                "list found already made: an earlier answer was lost", extra={"list_id": found}
+            )
+            return found
         body = {"name": name, "folderId": folder_id}
         return int(self._call(CREATE_LIST, json=body).json()["id"])
+
+    def find_list(self, name: str, folder_id: int) -> int | None:
+        """The newest list of the folder called exactly ``name``, or None."""
+        offset = 0
+        while True:
+            params = {"limit": FOLDER_PAGE_SIZE, "offset": offset, "sort": "desc"}
+            page_body = self._call(
+                LIST_FOLDER_LISTS, path={"folderId": folder_id}, params=params
+            ).json()
+            page = page_body.get("lists") or []
+            for item in page:
+                if item.get("name") == name:
+                    return int(item["id"])
+            offset += len(page)
+            if len(page) < FOLDER_PAGE_SIZE or offset >= int(page_body.get("count") or 0):
+                return None
 
     def get_list(self, list_id: int) -> BrevoList:
         """One list; raises ``ApiNotFound`` when it was deleted."""

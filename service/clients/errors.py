@@ -4,6 +4,7 @@
 
     ApiError                  any failed call; carries the API's own message
     + ApiAuthError            401 or 403: the credential is wrong; never retried
+    |   + ApiAuthPaused       no call made: the credential was refused and waits for a retry
     + ApiRequestError         another 4xx the API will answer the same way again
     |   + ApiNotFound         404
     + ApiUnavailable          429, 5xx, timeouts or dropped connections, attempts exhausted
@@ -45,6 +46,16 @@ class ApiError(Exception):
 
 class ApiAuthError(ApiError):
     """The API refused the credential (401) or the permission (403)."""
+
+
+class ApiAuthPaused(ApiAuthError):
+    """No call was made: the API refused this credential before, and the service waits
+    before trying it again (``service.auth_pause``). ``str()`` is ``message`` as given."""
+
+    def __init__(self, api: str, operation: str, message: str, status: int | None) -> None:
+        super().__init__(api, operation, message, status)
+        # Not "answered 401": this time nothing was sent.
+        self.args = (message,)
 
 
 class ApiRequestError(ApiError):

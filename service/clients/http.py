@@ -27,6 +27,7 @@ from urllib.parse import quote
 
 import httpx
 
+from service.clients.credentials import ACCEPTANCE, Acceptance, fingerprint
 from service.clients.errors import (
     ApiAuthError,
     ApiBudgetExhausted,
@@ -190,11 +191,15 @@ class ApiHttp:
         now: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         draw: Callable[[], float] = random.random,
+        acceptance: Acceptance | None = None,
     ) -> None:
         self.api = api
         self.base_url = base_url.rstrip("/")
         self._auth_headers = dict(auth_headers)
         self._secrets = [v for v in auth_headers.values() if v]
+        # Names the credential the headers carry (their values joined) without holding it.
+        self.fingerprint = fingerprint("\n".join(self._secrets))
+        self.acceptance = acceptance if acceptance is not None else ACCEPTANCE
         self.usage = usage
         self.rate_headers = rate_headers
         self.policy = policy or ClientPolicy()
@@ -293,6 +298,7 @@ class ApiHttp:
     def _observe(self, operation: Operation, response: httpx.Response) -> None:
         at = self.now()
         self.usage.record_call(self._key(operation, response.status_code), at)
+        self.acceptance.record(self.api, self.fingerprint, response.status_code)
         figures = self.rate_headers.read(response.headers)
         if not figures.is_empty():
             self.usage.record_figures(self.api, figures, at)

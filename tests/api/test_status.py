@@ -13,6 +13,8 @@ from starlette.testclient import TestClient
 
 from service.api_usage import DatabaseUsage
 from service.app import create_app
+from service.auth_pause import Credential, record_refusal
+from service.clients.errors import ApiAuthError
 from service.clients.usage import CallKey, RateFigures
 from service.clock import ManualClock, to_iso
 from service.config import Settings
@@ -86,6 +88,7 @@ def test_an_empty_installation(
         assert body["apis"][api]["calls_last_hour"] == 0
         assert body["apis"][api]["calls_by_status"] == {}
         assert body["apis"][api]["rate_limit"] is None
+        assert body["apis"][api]["auth_pause"] is None
 
 
 def test_a_busy_installation(
@@ -173,6 +176,27 @@ def test_a_busy_installation(
     assert later["workers"][0]["alive"] is False
     assert later["inbox"]["oldest_pending_age_seconds"] == 760
     assert later["jobs"]["oldest_processing_age_seconds"] == 102
+
+
+def test_a_refused_credential_is_shown_without_the_credential(
+    app_client: TestClient, auth: dict[str, str], clock: ManualClock
+) -> None:
+    """R12: the pause is on the status page, naming the variable to fix; the credential's
+    fingerprint is not (S13: nothing derived from a secret is shown)."""
+    refused = ApiAuthError("pipedrive", "GET /v1/filters", "unauthorized access", 401)
+    record_refusal(Credential("pipedrive", "fedcba9876543210"), refused, clock.now())
+    body = get_status(app_client, auth)
+    assert body["apis"]["pipedrive"]["auth_pause"] == {
+        "active": True,
+        "status": 401,
+        "error": "pipedrive GET /v1/filters answered 401: unauthorized access",
+        "variable": "PIPEDRIVE_API_TOKEN",
+        "refused_at": to_iso(clock.now()),
+        "paused_until": to_iso(clock.now() + 60),
+        "backoff_seconds": 60.0,
+    }
+    assert body["apis"]["brevo"]["auth_pause"] is None
+    assert "fedcba9876543210" not in str(body)
 
 
 def test_an_unreadable_queue_still_answers_200(

@@ -17,7 +17,7 @@ from service.clients.brevo import (
     import_body,
     is_duplicate_identifier,
 )
-from service.clients.errors import ApiAuthError, ApiNotFound, ApiRequestError
+from service.clients.errors import ApiAuthError, ApiNotFound, ApiRequestError, ApiUnavailable
 from service.clients.http import ClientPolicy
 from service.clients.usage import MemoryUsage
 from tests.fakes import RunningFake
@@ -267,3 +267,36 @@ def test_a_duplicate_without_metadata_is_recognised_by_brevos_wording() -> None:
         ApiRequestError("brevo", op, "Invalid email address", 400, "invalid_parameter")
     )
     assert not is_duplicate_identifier(ValueError("email is already associated"))
+
+
+def test_a_list_created_though_its_answer_was_lost_is_not_created_twice(
+    brevo_fake: RunningFake,
+) -> None:
+    """Creating a list is not sent twice: a read timeout fails the call, though Brevo goes
+    on to create the list (the fake holds the request, then runs it). The next call for
+    the same list finds it by name instead of making a second one."""
+    bv = client(brevo_fake)
+    folder = bv.create_folder("Pipedrive")
+    other = bv.create_list("Someone else's (Pipedrive #3)", folder)
+    plan = {
+        "faults": [{"kind": "timeout", "method": "POST", "path": "/v3/contacts/lists", "count": 1}],
+        "hang_seconds": FAST.read_timeout + 0.3,
+    }
+    brevo_fake.control("PUT", "/_sandbox/faults", json=plan)
+    name = "Customers (Pipedrive #3)"
+    with pytest.raises(ApiUnavailable):
+        bv.create_list(name, folder)
+    time.sleep(0.6)  # the held request has run by now
+    (created,) = named_lists(brevo_fake, name)
+
+    assert bv.create_list(name, folder) == created
+    assert named_lists(brevo_fake, name) == [created]
+    assert calls(bv, "POST", "/contacts/lists") == 2  # both lists once, nothing resent
+    assert bv.create_list("Someone else's (Pipedrive #3)", folder) == other
+
+
+def named_lists(fake: RunningFake, name: str) -> list[int]:
+    """The ids of the fake's lists called ``name``."""
+    store = fake.app.state.fake.store
+    with store.lock:
+        return sorted(x.id for x in store.lists.values() if x.name == name)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from service.clients.credentials import Acceptance, fingerprint
 from service.clients.errors import (
     ApiAuthError,
     ApiBudgetExhausted,
@@ -257,3 +258,26 @@ def test_a_body_in_parts_is_sent_whole_and_again_on_a_retry() -> None:
 def test_server_time_reads_the_date_header(date: str | None, expected: float | None) -> None:
     headers = {} if date is None else {"date": date}
     assert server_time(httpx.Response(200, headers=headers)) == expected
+
+
+def test_answers_that_accept_the_key_are_counted_under_its_fingerprint() -> None:
+    """What ``service.auth_pause`` reads to tell a probe the API took the key again: a 2xx
+    or another 4xx counts, a 401, a 5xx or a dropped connection does not."""
+    recorder = Recorder()
+    handler, _ = answers(
+        httpx.Response(401, json={"message": "Key not found"}),
+        httpx.Response(503),
+        httpx.ConnectError("refused"),
+        httpx.Response(200, json={}),
+        httpx.Response(404, json={"message": "no such thing"}),
+    )
+    http, _ = make(handler, recorder, ClientPolicy(max_attempts=3, backoff_base=0.0))
+    http.acceptance = acceptance = Acceptance()
+    assert http.fingerprint == fingerprint(SECRET)
+    with pytest.raises(ApiAuthError):
+        call(http)
+    call(http)  # a 503 and a dropped connection, then a 200
+    assert acceptance.count("brevo", fingerprint(SECRET)) == 1
+    with pytest.raises(ApiNotFound):
+        call(http)
+    assert acceptance.count("brevo", fingerprint(SECRET)) == 2

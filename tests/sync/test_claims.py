@@ -23,6 +23,7 @@ from workers.sync.claims import (
     finish_job,
     heartbeat,
     new_token,
+    note_waiting,
     record_totals,
     set_note,
 )
@@ -234,3 +235,17 @@ def test_heartbeat_thread_stops_on_exit(job_id: int, clock: ManualClock) -> None
     beat.lost.wait(0.05)
     assert job_row(job_id)["heartbeat_at"] == clock.now() - 50  # no beat after the exit
     assert not beat.lost.is_set()
+
+
+def test_a_waiting_note_goes_on_an_unclaimed_job_once_and_the_claim_clears_it(
+    job_id: int, clock: ManualClock
+) -> None:
+    note = "Waiting: Brevo refused BREVO_API_KEY (401); fix BREVO_API_KEY."
+    assert note_waiting(job_id, note) is True
+    assert job_row(job_id)["note"] == note
+    assert note_waiting(job_id, note) is False  # already says so: nothing written
+    token = new_token()
+    assert claim_job(job_id, token, clock.now()) is not None
+    assert job_row(job_id)["note"] is None
+    assert note_waiting(job_id, note) is False  # a claimed job is running, not waiting
+    assert job_row(job_id)["note"] is None

@@ -10,7 +10,9 @@ from dataclasses import replace
 import pytest
 
 from service import jobs
+from service.auth_pause import FIRST_BACKOFF_SECONDS, recorded_pauses
 from service.budget import paused_until
+from service.clients.credentials import fingerprint
 from service.clock import ManualClock
 from service.config import Settings
 from tests.sync.conftest import (
@@ -357,3 +359,176 @@ def test_R9_a_poison_job_fails_with_its_error_and_blocks_no_other_filter(
     job = completed(world.sync(poison))
     assert counts(job) == (3, 1, 0, 0, 0)
     assert "dan@poison.example.com" in world.brevo.emails(world.list_id(poison))
+
+
+# --- a credential the API refuses (reliability matrix R12) -------------------------------
+
+ROTATED = "xkeysib-rotated"  # the key Brevo accepts once the service's key is revoked
+
+
+def refuse_service_key(world: World) -> None:
+    """Brevo accepts only another key from now on: the service's key is refused (401)."""
+    world.brevo.fake.control("PUT", "/_sandbox/settings", json={"token": ROTATED})
+
+
+def accept_any_key(world: World) -> None:
+    """Brevo accepts the service's key again."""
+    world.brevo.fake.control("PUT", "/_sandbox/settings", json={"token": None})
+
+
+def waiting(job_id: int) -> bool:
+    """Whether the job is processing, unclaimed, with a "Waiting" note."""
+    row = job_row(job_id)
+    return (row["status"], row["claim_token"], row["completed_at"]) == (
+        "processing",
+        None,
+        None,
+    ) and str(row["note"]).startswith("Waiting: ")
+
+
+def brevo_exchanges(exchanges: Exchanges, mark: int) -> list[int]:
+    """The statuses of the Brevo API calls since ``mark``."""
+    return [e.status for e in exchanges.since(mark) if e.path.startswith("/v3/")]
+
+
+def test_R12_a_refused_brevo_key_fails_the_job_at_once_and_later_jobs_wait_without_a_call(
+    world: World, exchanges: Exchanges
+) -> None:
+    """The first job fails with one Brevo call and a message naming BREVO_API_KEY; the
+    pause is recorded against the key's fingerprint; a later job of the filter is not
+    claimed and makes no call at all, however often its message comes."""
+    filter_id = linked_filter(world, "REFUSED")
+    world.pipedrive.person("Cid", "Test", "cid@refused.example.com", tier="REFUSED")
+    refuse_service_key(world)
+    mark = exchanges.mark()
+
+    job = world.sync(filter_id)
+
+    assert job.status == "failed"
+    assert brevo_exchanges(exchanges, mark) == [401]  # no retry
+    pause = recorded_pauses()["brevo"]
+    key = world.settings.brevo_api_key
+    assert key is not None and job.error_message == pause.failure_message()
+    assert job.error_message.startswith(
+        "Brevo refused BREVO_API_KEY (401): brevo GET /contacts/lists/{listId} answered 401: "
+        "Key not found. Set BREVO_API_KEY to a valid credential"
+    )
+    assert key not in job.error_message
+    assert pause.fingerprint == fingerprint(key)
+    assert pause.paused_until == world.clock.now() + FIRST_BACKOFF_SECONDS
+
+    later = world.create(filter_id, trigger="schedule")
+    mark = exchanges.mark()
+    for _ in range(3):  # the sweeper enqueues a waiting job again and again
+        world.run(later)
+        world.clock.advance(10)
+    assert exchanges.since(mark) == []  # not even Pipedrive is asked
+    assert waiting(later)
+    assert job_row(later)["note"] == pause.note()
+    assert "cid@refused.example.com" not in world.brevo.emails(world.list_id(filter_id))
+
+
+def test_R12_after_the_pause_one_job_probes_and_waits_longer_until_the_key_is_accepted(
+    world: World, exchanges: Exchanges
+) -> None:
+    """A refused probe puts its job back to waiting (not failed) and doubles the pause;
+    the probe after the key is accepted again runs the job and ends the pause."""
+    filter_id = linked_filter(world, "PROBED")
+    world.pipedrive.person("Cid", "Test", "cid@probed.example.com", tier="PROBED")
+    refuse_service_key(world)
+    assert world.sync(filter_id).status == "failed"
+    later = world.create(filter_id)
+    world.run(later)
+    assert waiting(later)
+
+    world.clock.advance(int(recorded_pauses()["brevo"].paused_until) - world.clock.now())
+    mark = exchanges.mark()
+    world.run(later)
+    assert brevo_exchanges(exchanges, mark) == [401]
+    assert waiting(later)
+    pause = recorded_pauses()["brevo"]
+    assert pause.backoff_seconds == 2 * FIRST_BACKOFF_SECONDS
+    assert pause.paused_until == world.clock.now() + 2 * FIRST_BACKOFF_SECONDS
+    assert job_row(later)["note"] == pause.note()
+
+    accept_any_key(world)
+    world.clock.advance(int(2 * FIRST_BACKOFF_SECONDS) - 1)
+    mark = exchanges.mark()
+    world.run(later)
+    assert exchanges.since(mark) == [] and waiting(later)  # a second early: still paused
+    world.clock.advance(1)
+    job = completed(world.run(later))
+    assert counts(job) == (3, 1, 0, 0, 0)
+    assert job.note is None
+    assert recorded_pauses() == {}
+    assert "cid@probed.example.com" in world.brevo.emails(world.list_id(filter_id))
+
+
+def test_when_the_pause_ends_only_one_waiting_job_tries_the_key(
+    world: World, exchanges: Exchanges
+) -> None:
+    """Two filters' jobs wait; while the first probes (slowed down by Brevo), the second
+    stays unclaimed; once the probe was accepted, the second runs too."""
+    first = linked_filter(world, "PROBE1")
+    second = linked_filter(world, "PROBE2")
+    refuse_service_key(world)
+    assert world.sync(first).status == "failed"
+    jobs_waiting = [world.create(first), world.create(second)]
+    for job_id in jobs_waiting:
+        world.run(job_id)
+        assert waiting(job_id)
+    world.clock.advance(int(recorded_pauses()["brevo"].paused_until) - world.clock.now())
+    accept_any_key(world)
+    world.brevo.fake.control(
+        "PUT", "/_sandbox/faults", json={"faults": [], "latency": [{"seconds": 1.0}]}
+    )
+    probe = threading.Thread(target=world.run, args=(jobs_waiting[0],))
+    probe.start()
+    try:
+        deadline = time.monotonic() + 5
+        while job_row(jobs_waiting[0])["claimed_at"] is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        world.run(jobs_waiting[1])
+        assert waiting(jobs_waiting[1])
+    finally:
+        probe.join(30)
+    assert not probe.is_alive()
+    world.brevo.fake.control("PUT", "/_sandbox/faults", json={"faults": [], "latency": []})
+    probed = jobs.get_job(jobs_waiting[0])
+    assert probed is not None
+    completed(probed)
+    assert recorded_pauses() == {}
+    completed(world.run(jobs_waiting[1]))
+
+
+def test_a_worker_started_with_another_key_is_not_held_and_ends_the_old_pause(
+    world: World, exchanges: Exchanges
+) -> None:
+    filter_id = linked_filter(world, "NEWKEY")
+    refuse_service_key(world)
+    assert world.sync(filter_id).status == "failed"
+    assert "brevo" in recorded_pauses()
+
+    world.settings = replace(world.settings, brevo_api_key=ROTATED)
+    job = completed(world.sync(filter_id))
+    assert counts(job) == (2, 0, 0, 0, 0)
+    assert recorded_pauses() == {}
+
+
+def test_a_refused_pipedrive_token_fails_the_job_naming_its_variable(
+    world: World, exchanges: Exchanges
+) -> None:
+    filter_id = linked_filter(world, "PDREFUSED")
+    world.pipedrive.fake.control("PUT", "/_sandbox/settings", json={"token": "pd-rotated"})
+    mark = exchanges.mark()
+    job = world.sync(filter_id)
+    assert job.status == "failed"
+    assert job.error_message is not None
+    assert job.error_message.startswith("Pipedrive refused PIPEDRIVE_API_TOKEN (401): pipedrive ")
+    pipedrive_calls = [e for e in exchanges.since(mark) if not e.path.startswith("/v3/")]
+    assert [e.status for e in pipedrive_calls] == [401]  # no retry
+    later = world.create(filter_id)
+    mark = exchanges.mark()
+    world.run(later)
+    assert waiting(later) and "PIPEDRIVE_API_TOKEN" in job_row(later)["note"]
+    assert exchanges.since(mark) == []

@@ -19,7 +19,8 @@ from service.db import SyncJob, db, db_session
 log = logging.getLogger(__name__)
 
 
-# The note of a job given back to wait for Pipedrive's budget (``release_job``) starts so.
+# The note of a job that waits, unclaimed, for Pipedrive's budget or for a refused
+# credential to be fixed (``release_job``, ``note_waiting``) starts so.
 WAITING_PREFIX = "Waiting: "
 
 
@@ -174,6 +175,17 @@ def release_job(job_id: int, token: str, now: int, note: str) -> bool:
         return False
     db.execute("DELETE FROM sync_members WHERE job_id = $job_id")
     return True
+
+
+@db_session
+def note_waiting(job_id: int, note: str) -> bool:
+    """Say why an unclaimed job is not run yet (``note`` starts with ``WAITING_PREFIX``);
+    False when the job is claimed, finished or gone, or already says so."""
+    cursor = db.execute(
+        "UPDATE sync_jobs SET note = $note WHERE id = $job_id AND status = 'processing' "
+        "AND claim_token IS NULL AND note IS NOT $note"
+    )
+    return bool(cursor.rowcount == 1)
 
 
 class Heartbeat:
