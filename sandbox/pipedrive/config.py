@@ -26,3 +26,13 @@ class PipedriveFakeConfig:
     ignore_updated_since: bool = False
     """Ignore ``updated_since``/``updated_until`` on list calls that give ``filter_id``."""
     fault_seed: int = 0
+    delivery_duplicate_ratio: float = 0.0
+    """Share of deliveries sent once more after a 2xx: the same body and ``meta.id`` with
+    the next attempt number, as Pipedrive resends one whose answer it did not see."""
+    delivery_drop_ratio: float = 0.0
+    """Share of deliveries never sent (logged as dropped), as events lost during a ban."""
+    delivery_delay_max_ms: int = 0
+    """Each delivery (and each duplicate) waits a random 0 to this many milliseconds
+    before it is sent, so deliveries arrive out of order."""
+    delivery_seed: int = 0
+    """Seed of the drop, duplicate and delay draws (made in the order events happen)."""

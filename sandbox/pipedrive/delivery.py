@@ -5,6 +5,12 @@ A delivery succeeds on any 2xx within ``delivery_timeout``; otherwise it is retr
 3, 30 and 150 s (times ``retry_scale``), four attempts in all. Ten failed first attempts
 ban the webhook for 30 minutes (times ``retry_scale``); events that arrive meanwhile,
 and retries still pending, are lost, as Pipedrive documents.
+
+Delivery faults, off by default and drawn from ``delivery_seed`` in the order the events
+happen: a delivery may be dropped (never sent), delayed by a random time before it is
+sent (which reorders deliveries), or, once answered with a 2xx, sent once more with the
+same ``meta.id`` and the next attempt number, as Pipedrive resends a delivery whose answer
+it did not see.
 """
 
 from __future__ import annotations
@@ -14,8 +20,10 @@ import base64
 import contextlib
 import json
 import logging
+import threading
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +39,38 @@ log = logging.getLogger(__name__)
 RETRY_DELAYS = (3.0, 30.0, 150.0)
 BAN_AFTER = 10
 BAN_SECONDS = 1800.0
+DROPPED = "dropped by the sandbox (delivery_drop_ratio)"
+
+
+@dataclass(frozen=True)
+class DeliveryFaults:
+    """What the delivery faults do to one delivery."""
+
+    drop: bool = False
+    delay: float = 0.0
+    """Seconds to wait before the first attempt."""
+    duplicate_after: float | None = None
+    """Seconds after the 2xx to send the delivery again; None: sent once."""
+
+
+def draw_faults(state: PipedriveState) -> DeliveryFaults:
+    """The faults of the next delivery, drawn from the state's seeded generator; no draw
+    at all while every delivery fault is off. Call with the state's lock held."""
+    config = state.config
+    if not (
+        config.delivery_drop_ratio
+        or config.delivery_duplicate_ratio
+        or config.delivery_delay_max_ms
+    ):
+        return DeliveryFaults()
+    draw = state.delivery_random
+    # Every draw is made whatever the earlier ones gave, so one setting's change does not
+    # shift another's sequence.
+    drop = draw.random() < config.delivery_drop_ratio
+    delay = draw.uniform(0, config.delivery_delay_max_ms) / 1000
+    duplicate = draw.random() < config.delivery_duplicate_ratio
+    duplicate_delay = draw.uniform(0, config.delivery_delay_max_ms) / 1000
+    return DeliveryFaults(drop, delay, duplicate_delay if duplicate else None)
 
 
 class Dispatcher:
@@ -42,6 +82,9 @@ class Dispatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # Batches handed to the loop from another thread and not scheduled yet.
+        self._handed = 0
+        self._handed_lock = threading.Lock()
         state.listeners.append(self.publish)
         state.reset_hooks.append(self.cancel_all)
 
@@ -82,19 +125,37 @@ class Dispatcher:
         if running is loop:
             self._schedule(events)
         else:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._schedule, events)
+            with self._handed_lock:
+                self._handed += 1
+            try:
+                loop.call_soon_threadsafe(self._schedule_handed, events)
+            except RuntimeError:
+                with self._handed_lock:
+                    self._handed -= 1
+
+    def pending(self) -> int:
+        """Deliveries not finished yet (waiting, being sent, or between retries), counting a
+        batch of events still on its way to the loop as one; callable from any thread."""
+        with self._handed_lock:
+            return self._handed + len(self._tasks)
+
+    def _schedule_handed(self, events: list[ChangeEvent]) -> None:
+        try:
+            self._schedule(events)
+        finally:
+            with self._handed_lock:
+                self._handed -= 1
 
     def _schedule(self, events: list[ChangeEvent]) -> None:
         with self.state.lock:
             targets = [
-                (webhook, event)
+                (webhook, event, draw_faults(self.state))
                 for event in events
                 for webhook in self.state.webhooks.values()
                 if webhook_matches(webhook, event)
             ]
-        for webhook, event in targets:
-            task = asyncio.get_running_loop().create_task(self._deliver(webhook, event))
+        for webhook, event, faults in targets:
+            task = asyncio.get_running_loop().create_task(self._deliver(webhook, event, faults))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -128,8 +189,13 @@ class Dispatcher:
         )
         return json.dumps(body, ensure_ascii=False).encode()
 
-    async def _deliver(self, webhook: Webhook, event: ChangeEvent) -> None:
+    async def _deliver(self, webhook: Webhook, event: ChangeEvent, faults: DeliveryFaults) -> None:
         event_id = str(uuid.uuid4())
+        if faults.drop:
+            self._log(webhook, event, event_id, 1, None, DROPPED)
+            return
+        if faults.delay:
+            await asyncio.sleep(faults.delay)
         for attempt in range(1, len(RETRY_DELAYS) + 2):
             if attempt > 1:
                 await asyncio.sleep(RETRY_DELAYS[attempt - 2] * self.state.config.retry_scale)
@@ -145,14 +211,33 @@ class Dispatcher:
             with self.state.lock:
                 webhook.last_delivery_time = datetime.now(UTC)
                 webhook.last_http_status = status
-                if status is not None and 200 <= status < 300:
-                    return
-                if attempt == 1:
+                succeeded = status is not None and 200 <= status < 300
+                if not succeeded and attempt == 1:
                     webhook.first_attempt_failures += 1
                     if webhook.first_attempt_failures >= BAN_AFTER:
                         webhook.banned_until = (
                             time.monotonic() + BAN_SECONDS * self.state.config.retry_scale
                         )
+            if succeeded:
+                if faults.duplicate_after is not None and attempt <= len(RETRY_DELAYS):
+                    await self._send_again(webhook, event, event_id, attempt + 1, faults)
+                return
+
+    async def _send_again(
+        self,
+        webhook: Webhook,
+        event: ChangeEvent,
+        event_id: str,
+        attempt: int,
+        faults: DeliveryFaults,
+    ) -> None:
+        """The duplicate of an acknowledged delivery: one more send, logged like any."""
+        await asyncio.sleep(faults.duplicate_after or 0.0)
+        with self.state.lock:
+            if self.state.webhooks.get(webhook.id) is not webhook:
+                return
+        status, error = await self._post(webhook, self._body(webhook, event, event_id, attempt))
+        self._log(webhook, event, event_id, attempt, status, error)
 
     async def _post(self, webhook: Webhook, body: bytes) -> tuple[int | None, str | None]:
         if self._loop is None:
@@ -178,3 +263,13 @@ class Dispatcher:
         except httpx.HTTPError as exc:
             return None, f"{type(exc).__name__}: {exc}"
         return response.status_code, None
+
+
+def dispatcher_of(state: PipedriveState) -> Dispatcher | None:
+    """The dispatcher sending ``state``'s deliveries (it listens to the state's changes),
+    for a test that waits until none is pending."""
+    for listener in state.listeners:
+        owner = getattr(listener, "__self__", None)
+        if isinstance(owner, Dispatcher):
+            return owner
+    return None

@@ -4,6 +4,7 @@ announced to the listeners (the webhook dispatcher) as ``ChangeEvent``s."""
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Callable
 from copy import deepcopy
@@ -29,6 +30,19 @@ Record = Person | Deal | Organization
 Listener = Callable[[list[ChangeEvent]], None]
 # Kept by the token budget rather than the config: a short budget "day" for tests.
 BUDGET_RESET = "budget_reset_seconds"
+# Faults of the webhook deliveries: a reset puts them back to what the fake started with.
+DELIVERY_FAULTS = (
+    "delivery_duplicate_ratio",
+    "delivery_drop_ratio",
+    "delivery_delay_max_ms",
+    "delivery_seed",
+)
+
+
+def _is_ratio(value: Any) -> bool:
+    return is_number(value) and 0 <= value <= 1
+
+
 SETTINGS: dict[str, Check] = {
     "ignore_updated_since": (lambda v: isinstance(v, bool), "a boolean"),
     "daily_token_budget": (lambda v: is_integer(v) and v >= 0, "a non-negative integer"),
@@ -40,6 +54,10 @@ SETTINGS: dict[str, Check] = {
         "a non-empty string or null",
     ),
     BUDGET_RESET: (lambda v: v is None or (is_number(v) and v > 0), "a positive number or null"),
+    "delivery_duplicate_ratio": (_is_ratio, "a number from 0 to 1"),
+    "delivery_drop_ratio": (_is_ratio, "a number from 0 to 1"),
+    "delivery_delay_max_ms": (lambda v: is_integer(v) and v >= 0, "a non-negative integer"),
+    "delivery_seed": (is_integer, "an integer"),
 }
 
 
@@ -56,6 +74,9 @@ class PipedriveState:
             raise ValueError("the fake needs at least one person")
         self.config = replace(config)
         self.lock = threading.RLock()
+        self._delivery_defaults = {key: getattr(config, key) for key in DELIVERY_FAULTS}
+        # Draws whether each delivery is dropped, duplicated or delayed (``delivery_seed``).
+        self.delivery_random = random.Random(config.delivery_seed)
         self.faults = FaultPlan(seed=config.fault_seed)
         self._hang_seconds = self.faults.hang_seconds
         self.window = RateWindow(config.burst_limit, WINDOW_SECONDS)
@@ -74,9 +95,13 @@ class PipedriveState:
         self.reset(config.seed)
 
     def reset(self, seed: int | None = None) -> None:
-        """Reseed the data; forget webhooks, faults, usage, deliveries, drift and a short
-        budget day (``budget_reset_seconds``)."""
+        """Reseed the data; forget webhooks, faults (the delivery faults go back to the
+        configured ones), usage, deliveries, drift and a short budget day
+        (``budget_reset_seconds``)."""
         with self.lock:
+            for key, value in self._delivery_defaults.items():
+                setattr(self.config, key, value)
+            self.delivery_random.seed(self.config.delivery_seed)
             self.config.seed = self.config.seed if seed is None else seed
             self.data = seed_dataset(self.config.seed, self.config.persons)
             self.revision += 1
@@ -125,6 +150,9 @@ class PipedriveState:
                     self.budget.set_period(value)
                 else:
                     setattr(self.config, key, value)
+                if key == "delivery_seed":
+                    # Applying a seed, even the same one, starts its draws again.
+                    self.delivery_random.seed(value)
             self.budget.budget = self.config.daily_token_budget
             self.window.limit = self.config.burst_limit
         return self.settings_json()

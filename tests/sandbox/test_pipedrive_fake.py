@@ -32,10 +32,12 @@ from sandbox.contract import (
 )
 from sandbox.pipedrive import PipedriveFakeConfig, PipedriveState, create_app
 from sandbox.pipedrive.api import FILTER_TYPES
+from sandbox.pipedrive.delivery import DROPPED, dispatcher_of
 from sandbox.pipedrive.fields import TIER_KEY
 from sandbox.pipedrive.limits import TOKEN_COSTS, TokenBudget
 from sandbox.pipedrive.listing import DEAL_STATUSES, DIRECTIONS, NARROWING, SORT_FIELDS
 from sandbox.pipedrive.shapes import deal_v2, filter_v1, person_v2, webhook_v1
+from sandbox.pipedrive.state import DELIVERY_FAULTS
 from sandbox.pipedrive.webhooks import ACTIONS, OBJECTS_V2, VERSIONS
 from sandbox.recording import Exchange
 from sandbox.server import ThreadedServer
@@ -632,6 +634,148 @@ def test_ten_failed_first_attempts_ban_a_webhook(fake: Fake, receiver: Receiver)
         {**lost[0], "attempt": 1, "status": None, "error": "webhook banned; event lost"}
     ]
     assert all(b["meta"]["entity_id"] != "20" for _, b in receiver.requests)
+
+
+def wait_delivered(fake: Fake, timeout: float = 10.0) -> None:
+    """Wait until the fake has no delivery left to send (waiting, in flight or retried)."""
+    dispatcher = dispatcher_of(fake.state)
+    assert dispatcher is not None
+    deadline = time.monotonic() + timeout
+    while dispatcher.pending():
+        assert time.monotonic() < deadline, f"{dispatcher.pending()} deliveries pending"
+        time.sleep(0.01)
+
+
+def label_changes(fake: Fake, count: int) -> list[int]:
+    """Change the labels of persons 1 to ``count``, one change (one event) each; their ids."""
+    ids = list(range(1, count + 1))
+    for person_id in ids:
+        labels = [] if fake.state.data.persons[person_id].label_ids else [1]
+        assert fake.control.patch(f"/persons/{person_id}", json={"label_ids": labels}).is_success
+    return ids
+
+
+def test_delivery_faults_are_off_by_default_checked_and_reset(fake: Fake) -> None:
+    """The four delivery settings default to off, reject bad values, and a reset puts back
+    what the fake was configured with."""
+    shown = fake.control.get("/settings").json()
+    assert {k: shown[k] for k in DELIVERY_FAULTS} == {
+        "delivery_duplicate_ratio": 0.0,
+        "delivery_drop_ratio": 0.0,
+        "delivery_delay_max_ms": 0,
+        "delivery_seed": 0,
+    }
+    for bad in (
+        {"delivery_drop_ratio": 1.5},
+        {"delivery_duplicate_ratio": -0.1},
+        {"delivery_duplicate_ratio": True},
+        {"delivery_delay_max_ms": -1},
+        {"delivery_delay_max_ms": 2.5},
+        {"delivery_seed": "7"},
+    ):
+        answer = fake.control.put("/settings", json=bad)
+        assert answer.status_code == 400, bad
+        assert next(iter(bad)) in answer.json()["error"]
+    changed = {
+        "delivery_duplicate_ratio": 0.25,
+        "delivery_drop_ratio": 1,
+        "delivery_delay_max_ms": 50,
+        "delivery_seed": 9,
+    }
+    assert fake.control.put("/settings", json=changed).json() | changed == (
+        fake.control.get("/settings").json()
+    )
+    fake.control.post("/reset", json={})
+    assert fake.control.get("/settings").json()["delivery_drop_ratio"] == 0.0
+    assert fake.control.get("/settings").json()["delivery_seed"] == 0
+
+
+def test_a_duplicated_delivery_is_resent_with_its_id_and_the_next_attempt(
+    fake: Fake, receiver: Receiver
+) -> None:
+    """Every acknowledged delivery comes twice: the same body and ``meta.id``, attempt 1
+    then 2 (v1: ``retry`` 0 then 1); both are logged."""
+    fake.control.put("/settings", json={"delivery_duplicate_ratio": 1})
+    v2 = register(fake, receiver.url, event_object="person")
+    register(fake, receiver.url, event_object="person", version="1.0")
+    (person_id,) = label_changes(fake, 1)
+    bodies = receiver.wait(4)
+    wait_delivered(fake)
+    assert len(receiver.requests) == 4
+    v2_bodies = [b for b in bodies if "data" in b]
+    v1_bodies = [b for b in bodies if "current" in b]
+    assert sorted(b["meta"]["attempt"] for b in v2_bodies) == [1, 2]
+    assert len({b["meta"]["id"] for b in v2_bodies}) == 1
+    first, again = sorted(v2_bodies, key=lambda b: b["meta"]["attempt"])
+    assert {**again, "meta": {**again["meta"], "attempt": 1}} == first
+    assert sorted(b["retry"] for b in v1_bodies) == [0, 1]
+    log = [
+        e
+        for e in fake.control.get("/deliveries").json()["deliveries"]
+        if e["webhook_id"] == v2["id"]
+    ]
+    assert [(e["attempt"], e["status"], e["entity_id"]) for e in log] == [
+        (1, 200, person_id),
+        (2, 200, person_id),
+    ]
+    assert len({e["event_id"] for e in log}) == 1
+
+
+def test_dropped_deliveries_are_never_sent_and_logged_as_dropped(
+    fake: Fake, receiver: Receiver
+) -> None:
+    """With every delivery dropped nothing reaches the receiver; the log says so once per
+    delivery."""
+    fake.control.put("/settings", json={"delivery_drop_ratio": 1})
+    register(fake, receiver.url, event_object="person")
+    ids = label_changes(fake, 5)
+    wait_delivered(fake)
+    time.sleep(0.1)
+    assert receiver.requests == []
+    log = fake.control.get("/deliveries").json()["deliveries"]
+    assert [(e["entity_id"], e["attempt"], e["status"], e["error"]) for e in log] == [
+        (i, 1, None, DROPPED) for i in ids
+    ]
+
+
+def dropped_with_seed(fake: Fake, receiver: Receiver, seed: int) -> list[int]:
+    """Reset the fake, drop about half the deliveries of 30 changes with ``seed``; the ids
+    of the persons whose change was dropped, checked against what the receiver got."""
+    fake.state.reset(1)
+    receiver.reset()
+    fake.control.put("/settings", json={"delivery_drop_ratio": 0.5, "delivery_seed": seed})
+    register(fake, receiver.url, event_object="person")
+    ids = label_changes(fake, 30)
+    wait_delivered(fake)
+    log = fake.control.get("/deliveries").json()["deliveries"]
+    dropped = [e["entity_id"] for e in log if e["error"] == DROPPED]
+    received = sorted(int(body["meta"]["entity_id"]) for _, body in receiver.requests)
+    assert received == sorted(set(ids) - set(dropped))
+    return dropped
+
+
+def test_drops_are_drawn_from_the_seed(fake: Fake, receiver: Receiver) -> None:
+    """The same seed and changes drop the same deliveries; another seed drops others."""
+    first = dropped_with_seed(fake, receiver, 7)
+    assert 5 <= len(first) <= 25
+    assert dropped_with_seed(fake, receiver, 7) == first
+    assert dropped_with_seed(fake, receiver, 8) != first
+
+
+def test_delayed_deliveries_arrive_out_of_order(fake: Fake, receiver: Receiver) -> None:
+    """Random delays of up to 300 ms reorder a quick run of changes; all arrive, and the
+    dispatcher counts them as pending until then."""
+    fake.control.put("/settings", json={"delivery_delay_max_ms": 300, "delivery_seed": 3})
+    register(fake, receiver.url, event_object="person")
+    ids = label_changes(fake, 20)
+    dispatcher = dispatcher_of(fake.state)
+    assert dispatcher is not None and dispatcher.pending() > 0
+    receiver.wait(20)
+    wait_delivered(fake)
+    arrived = [int(body["meta"]["entity_id"]) for _, body in receiver.requests]
+    assert sorted(arrived) == ids
+    assert arrived != ids
+    assert all(body["meta"]["attempt"] == 1 for _, body in receiver.requests)
 
 
 def test_a_merge_is_a_delete_and_a_change(fake: Fake, receiver: Receiver) -> None:
