@@ -58,6 +58,7 @@ class Settings:
     trusted_proxies: tuple[IPNetwork, ...] = ()
     request_header_timeout_seconds: float = 10.0
     request_body_timeout_seconds: float = 30.0
+    api_read_timeout_seconds: float = 30.0
     log_level: str = "INFO"
 
     @property
@@ -247,6 +248,7 @@ def load_settings(
         request_body_timeout_seconds=r.number(
             "REQUEST_BODY_TIMEOUT_SECONDS", 30.0, MIN_REQUEST_TIMEOUT, MAX_REQUEST_TIMEOUT
         ),
+        api_read_timeout_seconds=r.number("API_READ_TIMEOUT_SECONDS", 30.0, 0.1, 600.0),
         log_level=log_level,
     )
     if settings.port > 65535:

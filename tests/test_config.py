@@ -30,6 +30,7 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.public_url is None and settings.trusted_proxies == ()
     assert settings.request_header_timeout_seconds == 10
     assert settings.request_body_timeout_seconds == 30
+    assert settings.api_read_timeout_seconds == 30
     assert settings.log_level == "INFO"
 
 
@@ -58,6 +59,7 @@ def test_every_name_is_read() -> None:
         "TRUSTED_PROXIES": "10.0.0.1, 192.168.0.0/16",
         "REQUEST_HEADER_TIMEOUT_SECONDS": "2.5",
         "REQUEST_BODY_TIMEOUT_SECONDS": "120",
+        "API_READ_TIMEOUT_SECONDS": "1.5",
         "LOG_LEVEL": "debug",
     }
     s = load_settings("serve", env, env_file=None)
@@ -76,6 +78,7 @@ def test_every_name_is_read() -> None:
     assert s.public_url == "https://sync.example.com"
     assert [str(n) for n in s.trusted_proxies] == ["10.0.0.1/32", "192.168.0.0/16"]
     assert (s.request_header_timeout_seconds, s.request_body_timeout_seconds) == (2.5, 120)
+    assert s.api_read_timeout_seconds == 1.5
     assert s.log_level == "DEBUG"
     assert sorted(s.secrets()) == sorted(
         ["correct-horse-battery", "pd-token", "brevo-key", "hook-password"]
@@ -146,6 +149,10 @@ def test_every_problem_is_reported_at_once() -> None:
         (
             {**GOOD, "REQUEST_BODY_TIMEOUT_SECONDS": "86400"},
             "REQUEST_BODY_TIMEOUT_SECONDS must be between 0.1 and 3600",
+        ),
+        (
+            {**GOOD, "API_READ_TIMEOUT_SECONDS": "0"},
+            "API_READ_TIMEOUT_SECONDS must be between 0.1 and 600",
         ),
     ],
 )

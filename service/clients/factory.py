@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from service.api_usage import DatabaseUsage
 from service.clients.brevo import BrevoClient
+from service.clients.http import ClientPolicy
 from service.clients.pipedrive import PipedriveClient
 from service.clients.usage import UsageStore
 from service.config import Settings
@@ -19,7 +20,10 @@ def pipedrive_client(settings: Settings, usage: UsageStore | None = None) -> Pip
     if not settings.pipedrive_api_token:
         raise MissingCredential("PIPEDRIVE_API_TOKEN is not set")
     return PipedriveClient(
-        settings.pipedrive_base_url, settings.pipedrive_api_token, usage=usage or DatabaseUsage()
+        settings.pipedrive_base_url,
+        settings.pipedrive_api_token,
+        usage=usage or DatabaseUsage(),
+        policy=_policy(settings),
     )
 
 
@@ -28,5 +32,12 @@ def brevo_client(settings: Settings, usage: UsageStore | None = None) -> BrevoCl
     if not settings.brevo_api_key:
         raise MissingCredential("BREVO_API_KEY is not set")
     return BrevoClient(
-        settings.brevo_base_url, settings.brevo_api_key, usage=usage or DatabaseUsage()
+        settings.brevo_base_url,
+        settings.brevo_api_key,
+        usage=usage or DatabaseUsage(),
+        policy=_policy(settings),
     )
+
+
+def _policy(settings: Settings) -> ClientPolicy:
+    return ClientPolicy(read_timeout=settings.api_read_timeout_seconds)

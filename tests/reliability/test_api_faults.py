@@ -8,10 +8,9 @@ own evaluation of each filter; calls are counted by the service itself (``api_ca
 every attempt, answered or not) and the faults by the fakes (``/_sandbox/faults``).
 
 About read timeouts: a "timeout" fault holds the answer for ``HANG_SECONDS`` and then gives
-it. The service's read timeout is ``ClientPolicy.read_timeout`` (30 s) and no setting
-shortens it yet, so for now such a fault is a slow answer; the test asks for a 1 s read
-timeout through ``API_READ_TIMEOUT_SECONDS`` (ignored until the setting exists), and prints
-how many calls ended without an answer.
+it. The service runs with a 1 s read timeout (``API_READ_TIMEOUT_SECONDS``), so such a
+fault is a real read timeout on the client's side; the test prints how many calls ended
+without an answer.
 """
 
 from __future__ import annotations
