@@ -380,12 +380,15 @@ def test_a_busy_filter_gets_its_job_after_the_running_one_ends(clean_db: Path) -
     assert job_row(job_id)["kind"] == "incremental"
 
 
-def failed_incremental(filter_id: int, at: int) -> int:
+def failed_incremental(filter_id: int, at: int, error: str = "Brevo said no") -> int:
     job_id = jobs.create_job(filter_id, "incremental", "webhook", False, at - 5).id
     token = new_token()
     assert claim_job(job_id, token, at - 5) is not None
-    assert fail_job(job_id, token, at, "Brevo said no")
+    assert fail_job(job_id, token, at, error)
     return job_id
+
+
+CRASH = "internal error (RuntimeError); see the worker log"
 
 
 def test_a_failed_incremental_job_delays_the_next_one(clean_db: Path) -> None:
@@ -401,18 +404,20 @@ def test_a_failed_incremental_job_delays_the_next_one(clean_db: Path) -> None:
     assert enqueued == [job_id]
 
 
-def test_failures_in_a_row_double_the_wait_and_six_stop_the_retries(clean_db: Path) -> None:
-    """A job that fails every time is retried 30, 60, 120, 240, 480 s after each failure,
+def test_failures_in_a_row_double_the_wait_and_six_crashes_stop_the_retries(
+    clean_db: Path,
+) -> None:
+    """A job that crashes every time is retried 30, 60, 120, 240, 480 s after each failure,
     then no more: its changes wait for a full resync."""
     people_and_deals(clean_db)
     changed(PEOPLE.id, 1)
     at = NOW
     for failures, wait in enumerate((30, 60, 120, 240, 480), start=1):
-        failed_incremental(PEOPLE.id, at)
+        failed_incremental(PEOPLE.id, at, CRASH)
         assert filters_with_changes(at + wait - 1, 30) == [], failures
         assert filters_with_changes(at + wait, 30) == [PEOPLE.id], failures
         at += wait
-    failed_incremental(PEOPLE.id, at)  # the sixth in a row
+    failed_incremental(PEOPLE.id, at, CRASH)  # the sixth in a row
     assert filters_with_changes(at + 10 * 86400, 30) == []
     assert change_count(PEOPLE.id) == 1  # kept for the full resync
 
@@ -424,14 +429,29 @@ def test_failures_in_a_row_double_the_wait_and_six_stop_the_retries(clean_db: Pa
 
 
 def test_retry_due_counts_only_failed_incremental_jobs_in_a_row() -> None:
-    failed = ("incremental", "failed", NOW)
+    failed = ("incremental", "failed", NOW, "brevo POST /contacts answered 503")
+    crashed = ("incremental", "failed", NOW, CRASH)
     assert retry_due([], NOW, 30)
-    assert retry_due([("full", "failed", NOW)], NOW, 30)
+    assert retry_due([("full", "failed", NOW, CRASH)], NOW, 30)
     assert not retry_due([failed, failed], NOW + 59, 30)
-    assert retry_due([failed, failed, ("incremental", "completed", NOW - 99)], NOW + 60, 30)
-    assert not retry_due([failed] * 6, NOW + 10**9, 30)
+    assert retry_due([failed, failed, ("incremental", "completed", NOW - 99, None)], NOW + 60, 30)
+    assert not retry_due([crashed] * 6, NOW + 10**9, 30)
     # The wait never exceeds an hour, however long the first one.
-    assert retry_due([failed] * 5, NOW + 3600, 1000)
+    assert retry_due([crashed] * 5, NOW + 3600, 1000)
+
+
+def test_an_api_outage_is_retried_hourly_without_end() -> None:
+    """Failures the APIs cause heal by themselves: they never stop the retries."""
+    outage = ("incremental", "failed", NOW, "brevo POST /contacts answered 503")
+    assert not retry_due([outage] * 6, NOW + 959, 30)  # 30 s doubled five times
+    assert retry_due([outage] * 6, NOW + 960, 30)
+    assert not retry_due([outage] * 12, NOW + 3599, 30)  # never longer than an hour
+    assert retry_due([outage] * 12, NOW + 3600, 30)
+    assert retry_due(
+        [outage, outage, outage, outage, outage, ("incremental", "failed", NOW, CRASH)],
+        NOW + 3600,
+        30,
+    )
 
 
 def test_only_the_latest_job_failing_delays(clean_db: Path) -> None:

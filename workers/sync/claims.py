@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 # The note of a job that waits, unclaimed, for Pipedrive's budget or for a refused
 # credential to be fixed (``release_job``, ``note_waiting``) starts so.
 WAITING_PREFIX = "Waiting: "
+# How the error of a job that raised an unexpected exception (a bug, not an API) begins.
+CRASHED_PREFIX = "internal error ("
 
 
 class ClaimLost(Exception):

@@ -29,6 +29,7 @@ from service.budget import budget_state
 from service.db import db, db_session, db_write_session
 from service.jobs import FilterBusy, FilterDeleted, FilterNotFound, create_job
 from service.webhooks import V1_TO_V2_ACTION
+from workers.sync.claims import CRASHED_PREFIX
 from workers.sync.sql import in_list, values_rows
 from workers.sync.webhook_data import PersonData, merged_to, person_data
 
@@ -267,37 +268,42 @@ def filters_with_changes(now: int, retry_after_failure: int) -> list[int]:
     due = []
     for filter_id in candidates:
         recent = db.select(
-            "kind, status, completed_at FROM sync_jobs WHERE filter_id = $filter_id"
-            " ORDER BY id DESC LIMIT $limit",
-            {"filter_id": filter_id, "limit": MAX_INCREMENTAL_FAILURES},
+            "kind, status, completed_at, error_message FROM sync_jobs"
+            " WHERE filter_id = $filter_id ORDER BY id DESC LIMIT $limit",
+            # Enough rows to reach the hour's wait as well as the crash limit.
+            {"filter_id": filter_id, "limit": max(MAX_INCREMENTAL_FAILURES, 16)},
         )
         if retry_due(recent, now, retry_after_failure):
             due.append(int(filter_id))
     return due
 
 
-# After this many incremental jobs of a filter failed in a row, no more are started: a job
-# that fails every time (a poison job) must not run for ever. The changes wait for the
-# next full resync (the catch-up, or the admin's); once one ends, incremental jobs resume.
+# After this many incremental jobs of a filter crashed in a row, no more are started: a
+# job that raises every time (a poison job, a bug) must not run for ever. The changes wait
+# for the next full resync (the catch-up, or the admin's); once one ends, incremental jobs
+# resume. Failures the APIs cause (an outage, a refusal) are retried at most an hour
+# apart, without end: they heal by themselves.
 MAX_INCREMENTAL_FAILURES = 6
 MAX_RETRY_SECONDS = 3600
 
 
 def retry_due(
-    recent: Sequence[tuple[str, str, int | None]], now: int, retry_after_failure: int
+    recent: Sequence[tuple[str, str, int | None, str | None]], now: int, retry_after_failure: int
 ) -> bool:
-    """Whether a filter whose latest jobs are ``recent`` (kind, status, completed_at; newest
-    first) may get an incremental job now: at once after anything but a failed incremental
-    job; after the k-th such failure in a row, ``retry_after_failure`` * 2^(k-1) seconds
-    later (at most an hour), and never after ``MAX_INCREMENTAL_FAILURES``."""
-    failures = 0
-    for kind, status, _ in recent:
+    """Whether a filter whose latest jobs are ``recent`` (kind, status, completed_at,
+    error_message; newest first) may get an incremental job now: at once after anything but
+    a failed incremental job; after the k-th such failure in a row, ``retry_after_failure``
+    * 2^(k-1) seconds later (at most an hour); never after ``MAX_INCREMENTAL_FAILURES``
+    crashes in a row."""
+    failures = crashes = 0
+    for kind, status, _, error in recent:
         if kind != "incremental" or status != "failed":
             break
         failures += 1
+        crashes += (error or "").startswith(CRASHED_PREFIX)
     if failures == 0:
         return True
-    if failures >= MAX_INCREMENTAL_FAILURES:
+    if crashes >= MAX_INCREMENTAL_FAILURES:
         return False
     last_failed_at = recent[0][2] or 0
     wait = min(MAX_RETRY_SECONDS, retry_after_failure * (1 << (failures - 1)))

@@ -34,6 +34,7 @@ from service.clock import Clock, to_iso
 from service.config import Settings
 from service.logs import log_context
 from workers.sync.claims import (
+    CRASHED_PREFIX,
     WAITING_PREFIX,
     ClaimedJob,
     ClaimLost,
@@ -180,5 +181,5 @@ def _run(job: ClaimedJob, settings: Settings, clock: Clock, beat: Heartbeat) -> 
         return "worker stopped during the job"
     except Exception as exc:
         log.exception("job crashed")
-        return f"internal error ({type(exc).__name__}); see the worker log"
+        return f"{CRASHED_PREFIX}{type(exc).__name__}); see the worker log"
     return None
