@@ -150,7 +150,13 @@ SCHEMAS: dict[str, Any] = {
     },
     "ApiUsage": {
         "type": "object",
-        "required": ["calls_last_hour", "calls_by_status", "calls_counted_since", "rate_limit"],
+        "required": [
+            "calls_last_hour",
+            "calls_by_status",
+            "calls_counted_since",
+            "rate_limit",
+            "auth_pause",
+        ],
         "properties": {
             "calls_last_hour": {
                 **_COUNT,
@@ -167,6 +173,51 @@ SCHEMAS: dict[str, Any] = {
             },
             "calls_counted_since": _TIME,
             "rate_limit": _ref("RateLimit"),
+            "auth_pause": _ref("AuthPause"),
+        },
+    },
+    "AuthPause": {
+        "type": ["object", "null"],
+        "description": (
+            "The API's refusal (401/403) of the service's credential and the pause of the work "
+            "that needs it; null when none is recorded"
+        ),
+        "required": [
+            "active",
+            "status",
+            "error",
+            "variable",
+            "refused_at",
+            "paused_until",
+            "backoff_seconds",
+        ],
+        "properties": {
+            "active": {
+                "type": "boolean",
+                "description": "True while no work calls the API; once false, the next job "
+                "tries the credential again",
+            },
+            "status": {
+                "type": ["integer", "null"],
+                "description": "The status it was refused with (401 or 403)",
+            },
+            "error": {
+                "type": "string",
+                "description": "The refusal as the job that met it reported it",
+            },
+            "variable": {
+                "type": "string",
+                "enum": ["PIPEDRIVE_API_TOKEN", "BREVO_API_KEY"],
+                "description": "The setting to fix",
+            },
+            "refused_at": _TIME,
+            "paused_until": _TIME,
+            "backoff_seconds": {
+                "type": "number",
+                "minimum": 0,
+                "description": "The current wait between tries; doubles after each refused "
+                "try, at most 3600",
+            },
         },
     },
     "Status": {
