@@ -588,3 +588,104 @@ def test_persons_moving_between_filters_join_by_add_to_list_after_leaving_the_ot
     assert writes.count(("POST", f"/v3/contacts/lists/{second_list}/contacts/add")) == 1
     assert ("POST", "/v3/contacts") not in writes
     assert ("POST", "/v3/contacts/import") not in writes
+
+
+# --- regressions found by the crash loop (tests/reliability/test_crash_loop.py) ---------
+def test_a_deal_leaving_in_the_burst_of_its_persons_change_leaves_the_list(
+    world: World, deliveries: Deliveries
+) -> None:
+    """Fix 1 (incremental.stage_person_data): the person's webhook data must not stage
+    back a deal that changed and is absent from Pipedrive's answer."""
+    prefix = "INCDX"
+    filter_id, persons, deals = deal_filter(world, deliveries, prefix, "Pia", "Quin")
+    world.pipedrive.update_person(persons["Quin"], first_name="Quincy")
+    world.pipedrive.update_deal(deals["Quin"], title="Elsewhere Quin")
+    for job in burst(world, deliveries):
+        completed(job)
+    assert world.brevo.emails(world.list_id(filter_id)) == [email("Pia", prefix)]
+
+
+def test_an_email_change_seen_by_two_filters_leaves_no_old_address(
+    world: World, deliveries: Deliveries
+) -> None:
+    """Fix 2 (ledger.pending_contacts): a known new address is not added before the
+    removals when confirming it would rewrite a ledger row listed under the old one."""
+    world.brevo.add_by_hand(email("Pia", "TWOA"))  # not ours: replaced, not renamed
+    first, ids = people_filter(world, deliveries, "TWOA", "Pia", "Quin")
+    second = world.pipedrive.people_filter("Everyone TWOA", "TWOA")
+    world.refresh()
+    completed(world.sync(second))
+    age_records(world)
+    deliveries.take()
+    world.pipedrive.update_person(ids["Pia"], emails=["pia.new@twoa.example.com"])
+    for job in burst(world, deliveries):
+        completed(job)
+    want = ["pia.new@twoa.example.com", email("Quin", "TWOA")]
+    assert world.brevo.emails(world.list_id(first)) == want
+    assert world.brevo.emails(world.list_id(second)) == want
+
+
+def test_a_deal_merged_to_a_person_known_elsewhere_drops_the_old_address(
+    world: World, deliveries: Deliveries
+) -> None:
+    """Fix 2 as well: the deal changes hands (merge), the survivor's address is already
+    confirmed by another filter; the merged person's address must still leave."""
+    prefix = "MRGX"
+    _, tiered = people_filter(world, deliveries, "MRGXT", "Rosa")
+    filter_id, persons, _ = deal_filter(world, deliveries, prefix, "Walt", "Quin")
+    world.pipedrive.fake.control(
+        "POST", f"/_sandbox/persons/{persons['Walt']}/merge", json={"into": tiered["Rosa"]}
+    )
+    for job in burst(world, deliveries):
+        completed(job)
+    assert world.brevo.emails(world.list_id(filter_id)) == sorted(
+        [email("Rosa", "MRGXT"), email("Quin", prefix)]
+    )
+    world.pipedrive.delete_person(tiered["Rosa"])
+    for job in burst(world, deliveries):
+        completed(job)
+    assert world.brevo.emails(world.list_id(filter_id)) == [email("Quin", prefix)]
+
+
+def test_a_change_arriving_after_the_persons_delete_does_not_bring_it_back(
+    world: World, deliveries: Deliveries
+) -> None:
+    """Fix 3 (changes.deleted_at): a deal filter's ledger keeps the deletion's time, so
+    an older change delivered late (a retry after the web was down) is refused."""
+    prefix = "LATEDEL"
+    filter_id, persons, _ = deal_filter(world, deliveries, prefix, "Pia", "Quin")
+    world.pipedrive.update_person(persons["Quin"], first_name="Quincy")
+    (change,) = deliveries.take()
+    world.pipedrive.delete_person(persons["Quin"])
+    (delete,) = deliveries.take()
+    for job in burst(world, deliveries, events=[delete]):
+        completed(job)
+    assert world.brevo.emails(world.list_id(filter_id)) == [email("Pia", prefix)]
+    for job in burst(world, deliveries, events=[change]):
+        completed(job)
+    assert world.brevo.emails(world.list_id(filter_id)) == [email("Pia", prefix)]
+
+
+def test_a_contact_renamed_by_one_filter_leaves_the_list_its_deal_left(
+    world: World, deliveries: Deliveries
+) -> None:
+    """Fix 4 (ledger.record_renaming, Applier.remove_departed): a rename in place moves
+    the contact in every list; a filter the person's deal left takes the new address out."""
+    p = world.pipedrive
+    people = p.people_filter("Rename race people", "RRACE")
+    deals = p.deal_filter("Rename race deals", "RR-")
+    walt = p.person("Walt", "Test", "walt@rrace.example.com", tier="RRACE")
+    pia = p.person("Pia", "Test", "pia@rrace.example.com", tier=None)
+    deal = p.deal("RR-1", walt)
+    p.deal("RR-2", pia)
+    age_records(world)
+    world.refresh()
+    completed(world.sync(people))
+    completed(world.sync(deals))
+    deliveries.take()
+    p.update_deal(deal, title="Elsewhere")
+    p.update_person(walt, emails=["walt.new@rrace.example.com"])
+    for job in burst(world, deliveries):
+        completed(job)
+    assert world.brevo.emails(world.list_id(people)) == ["walt.new@rrace.example.com"]
+    assert world.brevo.emails(world.list_id(deals)) == ["pia@rrace.example.com"]

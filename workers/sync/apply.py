@@ -72,12 +72,24 @@ class Applier:
                 continue
             attributes = contact_attributes(change.first_name, change.last_name)
             self._sending([change.new_email])
+            ledger.record_renaming(
+                self.job.id,
+                self.job.token,
+                self.job.filter_id,
+                change.old_email,
+                change.new_email,
+                self.now(),
+            )
             try:
                 self.brevo.update_contact(change.old_email, attributes, change.new_email)
             except ApiRequestError as exc:
                 # The new address is taken or refused, or the old one is gone: replace it
                 # instead; the send that follows records a refusal as a rejection.
                 log.info("contact not renamed in place", extra={"reason": exc.api_message})
+                # Refused: nothing moved into the other filters' lists.
+                ledger.forget_renaming(
+                    self.job.id, self.job.token, self.job.filter_id, change.new_email
+                )
                 continue
             ledger.confirm_renamed(
                 self.job.id, self.job.token, self.job.filter_id, change, self.now()
@@ -85,13 +97,24 @@ class Applier:
             done.add(pair)
 
     def remove_departed(self) -> None:
-        """Take out, 150 at a time, the listed emails no member maps to any more."""
+        """Take out, 150 at a time, the listed emails no member maps to any more.
+
+        Passes repeat until one finds nothing: another filter's job renaming a contact in
+        place meanwhile adds its new address to the candidates (``ledger.record_renaming``),
+        wherever it sorts. Each pass settles every email it took, so the loop ends."""
+        while self._removal_pass():
+            pass
+
+    def _removal_pass(self) -> bool:
+        """One pass over the removal candidates in email order; whether it found any."""
         after = ""
+        found = False
         while True:
             self.check()
             batch = ledger.removal_batch(self.job.id, self.job.filter_id, after, REMOVE_BATCH)
             if not batch:
-                return
+                return found
+            found = True
             result = self.brevo.remove_from_list(self.list_id, batch)
             succeeded = {e.strip().lower() for e in result.succeeded}
             removed = [e for e in batch if e in succeeded]

@@ -66,7 +66,33 @@ class FilterChanges:
         """
         fresh: dict[int, Member] = {}
         deleted: dict[int, int | None] = {}
-        latest: dict[int, tuple[int, int]] = {}
+        for person_id, r in self._latest().items():
+            if r.action == "delete":
+                deleted[person_id] = r.merged_to
+            else:
+                fresh[person_id] = Member(
+                    entity_id=person_id,
+                    person_id=person_id,
+                    email=r.email,
+                    first_name=r.first_name,
+                    last_name=r.last_name,
+                    updated_at=r.data_time,
+                )
+        return fresh, deleted
+
+    def deleted_at(self) -> dict[int, int]:
+        """When each person ``persons`` reports deleted was deleted (the delete's time):
+        person data older than that, arriving later, must not bring the person back."""
+        return {
+            person_id: r.occurred_at
+            for person_id, r in self._latest().items()
+            if r.action == "delete"
+        }
+
+    def _latest(self) -> dict[int, ChangeRow]:
+        """Each changed person's deciding change: the newest by data time (a deletion's
+        own time when it carries none), then by arrival."""
+        latest: dict[int, tuple[tuple[int, int], ChangeRow]] = {}
         for r in self.rows:
             if r.kind != "person" or r.entity_id is None:
                 continue
@@ -74,23 +100,10 @@ class FilterChanges:
                 continue  # a change whose delivery carried no usable data
             rank = (r.data_time if r.data_time is not None else r.occurred_at, r.id)
             previous = latest.get(r.entity_id)
-            if previous is not None and rank < previous:
+            if previous is not None and rank < previous[0]:
                 continue
-            latest[r.entity_id] = rank
-            if r.action == "delete":
-                deleted[r.entity_id] = r.merged_to
-                fresh.pop(r.entity_id, None)
-            else:
-                deleted.pop(r.entity_id, None)
-                fresh[r.entity_id] = Member(
-                    entity_id=r.entity_id,
-                    person_id=r.entity_id,
-                    email=r.email,
-                    first_name=r.first_name,
-                    last_name=r.last_name,
-                    updated_at=r.data_time,
-                )
-        return fresh, deleted
+            latest[r.entity_id] = (rank, r)
+        return {person_id: r for person_id, (_, r) in latest.items()}
 
 
 @db_session

@@ -71,9 +71,16 @@ def carry_ledger(job_id: int, token: str, filter_id: int, changed: Iterable[int]
 
 
 @db_session
-def stage_person_data(job_id: int, token: str, filter_id: int, persons: dict[int, Member]) -> int:
+def stage_person_data(
+    job_id: int,
+    token: str,
+    filter_id: int,
+    persons: dict[int, Member],
+    changed: Iterable[int] = (),
+) -> int:
     """Stage the filter's ledger deals of these persons with the given data, where it is
-    not older than what the ledger holds and the deal is not staged yet.
+    not older than what the ledger holds and the deal is not staged yet, except the
+    ``changed`` deals: Pipedrive's answer decides those (absent from it, they left).
 
     A value's ``person_id`` may differ from its key: a merged person's deals move to the
     survivor."""
@@ -104,6 +111,18 @@ def stage_person_data(job_id: int, token: str, filter_id: int, persons: dict[int
             params,
         )
         staged += int(cursor.rowcount)
+    # A deal that changed and is not in the listing left the filter (or was deleted) in
+    # the same burst as its person's change: the person's data must not bring it back.
+    ids = sorted(changed)
+    for start in range(0, len(ids), 500):
+        listed, params = in_list("e", ids[start : start + 500])
+        params["job_id"] = job_id
+        cursor = db.execute(
+            "DELETE FROM sync_members WHERE job_id = $job_id AND source = 'webhook' "
+            f"AND entity_id IN {listed}",
+            params,
+        )
+        staged -= int(cursor.rowcount)
     return staged
 
 
@@ -225,7 +244,9 @@ class IncrementalSync(JobRun):
                 if deals.ignored_updated_since:
                     return False
                 stage(self.job.id, self.job.token, page)
-        stage_person_data(self.job.id, self.job.token, self.job.filter_id, persons)
+        stage_person_data(
+            self.job.id, self.job.token, self.job.filter_id, persons, changes.changed_entities()
+        )
         return True
 
     def _stage_whole(self, persons: dict[int, Member]) -> None:
@@ -247,6 +268,7 @@ class IncrementalSync(JobRun):
         person as the ledger knows it. A deleted person has no email; a merged one is
         replaced by the survivor."""
         fresh, deleted = changes.persons()
+        deleted_at = changes.deleted_at()
         updates = dict(fresh)
         # A survivor deleted in its turn takes nobody's deals: they have no email now.
         survivors = {m for m in deleted.values() if m is not None and m not in deleted}
@@ -255,7 +277,11 @@ class IncrementalSync(JobRun):
             data = None
             if survivor is not None and survivor not in deleted:
                 data = fresh.get(survivor) or found.get(survivor)
-            updates[person_id] = data or Member(person_id, person_id, None, None, None)
+            # The deletion's time goes to the ledger with the emptied data: a change of the
+            # person older than it, delivered late, is then refused as older data.
+            updates[person_id] = data or Member(
+                person_id, person_id, None, None, None, deleted_at.get(person_id)
+            )
         return updates
 
     def _survivors(self, person_ids: set[int]) -> dict[int, Member]:

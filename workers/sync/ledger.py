@@ -59,13 +59,22 @@ def pending_contacts(job_id: int, after_id: int, limit: int) -> list[PendingCont
 
     ``member_only`` is True when Brevo already confirmed this email with the same
     attributes (for any filter, even one that has dropped it since): the contact exists as
-    it should and only needs the list.
+    it should and only needs the list. Never when a member sent with this email is listed
+    in the ledger under another address (its email changed, or its deal changed hands):
+    confirming rewrites that ledger row, and the old address, no longer listed there,
+    would stay in the list for good. Such a contact waits until the removals took the old
+    address out.
     """
     rows = db.select(
-        "id, email, first_name, last_name, EXISTS (SELECT 1 FROM memberships m "
+        "id, email, first_name, last_name, (EXISTS (SELECT 1 FROM memberships m "
         " WHERE m.email = sync_members.email AND m.attrs_hash = sync_members.attrs_hash "
         " AND m.state = 'listed') OR EXISTS (SELECT 1 FROM brevo_contacts c "
-        " WHERE c.email = sync_members.email AND c.attrs_hash = sync_members.attrs_hash) "
+        " WHERE c.email = sync_members.email AND c.attrs_hash = sync_members.attrs_hash)) "
+        "AND NOT EXISTS (SELECT 1 FROM sync_members s3 JOIN memberships m3 "
+        " ON m3.filter_id = (SELECT filter_id FROM sync_jobs WHERE id = $job_id) "
+        " AND m3.entity_id = s3.entity_id "
+        " WHERE s3.job_id = sync_members.job_id AND s3.email = sync_members.email "
+        " AND s3.done = 0 AND m3.state = 'listed' AND m3.email IS NOT s3.email) "
         f"FROM sync_members WHERE job_id = $job_id AND id > $after_id AND {PENDING} "
         f"AND {FIRST_OF_EMAIL} ORDER BY id LIMIT $limit"
     )
@@ -322,6 +331,32 @@ def record_sending(
         db.execute(
             f"INSERT INTO brevo_sends (filter_id, job_id, email, sent_at) VALUES {values}", more
         )
+
+
+@db_session
+def record_renaming(
+    job_id: int, token: str, filter_id: int, old_email: str, new_email: str, now: int
+) -> None:
+    """Write down, before a contact is renamed in place, that its new address may now be
+    in the list of every other filter whose ledger lists the old one: the rename carries
+    the contact's list memberships along, and such a filter's member may be leaving it
+    (its next removals take the new address out unless a member maps it)."""
+    check_claim(job_id, token)
+    db.execute(
+        "INSERT INTO brevo_sends (filter_id, job_id, email, sent_at) "
+        "SELECT DISTINCT filter_id, $job_id, $new_email, $now FROM memberships "
+        "WHERE email = $old_email AND state = 'listed' AND filter_id != $filter_id"
+    )
+
+
+@db_session
+def forget_renaming(job_id: int, token: str, filter_id: int, new_email: str) -> None:
+    """Take back ``record_renaming``: Brevo refused the rename, no list changed."""
+    check_claim(job_id, token)
+    db.execute(
+        "DELETE FROM brevo_sends WHERE job_id = $job_id AND email = $new_email "
+        "AND filter_id != $filter_id"
+    )
 
 
 # Emails that may be in the filter's list: confirmed ones, and those sent but not settled.
