@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -28,13 +27,11 @@ import pytest
 from sandbox.brevo.model import valid_email
 from sandbox.faults import FAULT_KINDS
 from sandbox.pipedrive.events import ChangeEvent
-from sandbox.pipedrive.state import PipedriveState
 from service.clients.http import ClientPolicy
 from tests.conftest import json_lines
 from tests.fake_control import Brevo, Pipedrive
 from tests.fakes import RunningFake
 from tests.integration.conftest import Service, StartService
-from tests.integration.conftest import start_service as start_service  # the fixture
 from tests.integration.test_incremental_load import register_webhook, start, status, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]
@@ -100,16 +97,6 @@ def injected(fake: RunningFake) -> dict[str, int]:
     """The faults the fake injected since its plan was set, by kind."""
     counts: dict[str, int] = fake.control("GET", "/_sandbox/faults").json()["injected"]
     return counts
-
-
-@pytest.fixture
-def published(pipedrive_fake: RunningFake) -> Iterator[list[ChangeEvent]]:
-    """Every change event the fake Pipedrive announces during the test."""
-    state: PipedriveState = pipedrive_fake.app.state.fake
-    events: list[ChangeEvent] = []
-    state.listeners.append(events.extend)
-    yield events
-    state.listeners.remove(events.extend)
 
 
 # --- the scenario --------------------------------------------------------------------------

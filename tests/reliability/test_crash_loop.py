@@ -44,7 +44,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,12 +56,10 @@ from sandbox.brevo.model import valid_email as brevo_accepts
 from sandbox.contract import ContractLedger
 from sandbox.pipedrive.events import ChangeEvent
 from sandbox.pipedrive.fields import TIER_KEY
-from sandbox.pipedrive.state import PipedriveState
 from sandbox.recording import Exchange
 from tests.conftest import Started, healthy, start_pbsync
 from tests.fake_control import Brevo, Pipedrive
 from tests.fakes import RunningFake
-from tests.integration import conftest as integration
 from tests.integration.conftest import Service, StartService
 from workers.sync.sweeper import WORKER_STOPPED
 
@@ -69,7 +67,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 # The integration fixture that starts the real web and worker (its conftest does not reach
 # this directory).
-start_service = integration.start_service
 
 ROUNDS = 20
 TIERS = ("CrashA", "CrashB", "CrashC")
@@ -325,16 +322,6 @@ def brevo_writes(monkeypatch: pytest.MonkeyPatch) -> list[Write]:
 
     monkeypatch.setattr(ContractLedger, "__call__", tap)
     return writes
-
-
-@pytest.fixture
-def published(pipedrive_fake: RunningFake) -> Iterator[list[ChangeEvent]]:
-    """Every change event the fake publishes during the test, in order."""
-    state: PipedriveState = pipedrive_fake.app.state.fake
-    events: list[ChangeEvent] = []
-    state.listeners.append(events.extend)
-    yield events
-    state.listeners.remove(events.extend)
 
 
 # --- the loop ------------------------------------------------------------------------------

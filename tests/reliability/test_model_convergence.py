@@ -71,7 +71,6 @@ from tests.conftest import Started
 from tests.fake_control import Brevo, Pipedrive, tier_conditions, title_conditions
 from tests.fakes import RunningFake
 from tests.integration.conftest import Service, StartService
-from tests.integration.conftest import start_service as start_service  # the fixture
 from tests.integration.test_incremental import (
     HOOK_PASSWORD,
     HOOK_USER,
