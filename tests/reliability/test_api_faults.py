@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -196,6 +197,23 @@ def take_fault_violations(contract_ledger: Any) -> int:
     return len(violations)
 
 
+def two_synced_filters(
+    start_service: StartService, pipedrive: Pipedrive, name: str, tiers: Sequence[str]
+) -> tuple[Service, dict[str, int]]:
+    """A filter of three persons per tier, the service started with the webhook registered,
+    and a full resync of each filter completed; the service and the filters by tier."""
+    filters = {tier: pipedrive.people_filter(f"{name} {tier}", tier) for tier in tiers}
+    for tier in tiers:
+        for i in range(3):
+            pipedrive.person(f"P{i}", tier, f"p{i}@{tier.lower()}.example.com", tier=tier)
+    service = start(start_service, **ENV)
+    register_webhook(pipedrive, service)
+    refresh(service)
+    for filter_id in filters.values():
+        assert full_sync(service, filter_id, attempts=1) == 0
+    return service, filters
+
+
 def run_scenario(
     start_service: StartService,
     pipedrive_fake: RunningFake,
@@ -356,15 +374,7 @@ def test_R12_a_refused_brevo_key_fails_the_first_job_and_later_jobs_do_not_hamme
     pause. A worker started with the right key syncs everything that waited."""
     pipedrive, brevo = Pipedrive(pipedrive_fake), Brevo(brevo_fake)
     tiers = TIERS[:2]
-    filters = {tier: pipedrive.people_filter(f"Refused {tier}", tier) for tier in tiers}
-    for tier in tiers:
-        for i in range(3):
-            pipedrive.person(f"P{i}", tier, f"p{i}@{tier.lower()}.example.com", tier=tier)
-    service = start(start_service, **ENV)
-    register_webhook(pipedrive, service)
-    refresh(service)
-    for filter_id in filters.values():
-        assert full_sync(service, filter_id, attempts=1) == 0
+    service, filters = two_synced_filters(start_service, pipedrive, "Refused", tiers)
 
     brevo_fake.control("PUT", "/_sandbox/settings", json={"token": ROTATED_KEY})
     before = brevo_calls(brevo)
@@ -455,15 +465,7 @@ def test_R13_a_sustained_brevo_outage_backs_off_loses_nothing_and_recovers(
     change."""
     pipedrive, brevo = Pipedrive(pipedrive_fake), Brevo(brevo_fake)
     tiers = TIERS[:2]
-    filters = {tier: pipedrive.people_filter(f"Outage {tier}", tier) for tier in tiers}
-    for tier in tiers:
-        for i in range(3):
-            pipedrive.person(f"P{i}", tier, f"p{i}@{tier.lower()}.example.com", tier=tier)
-    service = start(start_service, **ENV)
-    register_webhook(pipedrive, service)
-    refresh(service)
-    for filter_id in filters.values():
-        assert full_sync(service, filter_id, attempts=1) == 0
+    service, filters = two_synced_filters(start_service, pipedrive, "Outage", tiers)
     first_outage_job = max(j["id"] for j in jobs(service))
 
     outage = {"faults": [{"kind": "500", "probability": 1.0}], "latency": []}
