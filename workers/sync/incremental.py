@@ -56,18 +56,24 @@ def carry_ledger(job_id: int, token: str, filter_id: int, changed: Iterable[int]
         "'ledger', source_time FROM memberships WHERE filter_id = $filter_id "
         "ON CONFLICT (job_id, entity_id) DO NOTHING"
     )
-    carried = int(cursor.rowcount)
-    ids = sorted(changed)
+    return int(cursor.rowcount) - _unstage(job_id, "ledger", changed)
+
+
+def _unstage(job_id: int, source: str, entity_ids: Iterable[int]) -> int:
+    """Drop the job's staged rows from ``source`` of these entities; how many went."""
+    dropped = 0
+    ids = sorted(entity_ids)
     for start in range(0, len(ids), 500):
         listed, params = in_list("e", ids[start : start + 500])
         params["job_id"] = job_id
+        params["source"] = source
         cursor = db.execute(
-            "DELETE FROM sync_members WHERE job_id = $job_id AND source = 'ledger' "
+            "DELETE FROM sync_members WHERE job_id = $job_id AND source = $source "
             f"AND entity_id IN {listed}",
             params,
         )
-        carried -= int(cursor.rowcount)
-    return carried
+        dropped += int(cursor.rowcount)
+    return dropped
 
 
 @db_session
@@ -113,17 +119,7 @@ def stage_person_data(
         staged += int(cursor.rowcount)
     # A deal that changed and is not in the listing left the filter (or was deleted) in
     # the same burst as its person's change: the person's data must not bring it back.
-    ids = sorted(changed)
-    for start in range(0, len(ids), 500):
-        listed, params = in_list("e", ids[start : start + 500])
-        params["job_id"] = job_id
-        cursor = db.execute(
-            "DELETE FROM sync_members WHERE job_id = $job_id AND source = 'webhook' "
-            f"AND entity_id IN {listed}",
-            params,
-        )
-        staged -= int(cursor.rowcount)
-    return staged
+    return staged - _unstage(job_id, "webhook", changed)
 
 
 def _moment(unix: int) -> datetime:
