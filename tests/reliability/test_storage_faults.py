@@ -40,6 +40,7 @@ from service.inbox_writer import InboxWriter
 from service.schema import BUSY_TIMEOUT_MS
 from service.webhooks import Delivery
 from tests.conftest import wait_for
+from tests.test_inbox_writer import Hints
 
 USER = "pipedrive"
 PASSWORD = "storage-faults-hook-password"
@@ -196,16 +197,6 @@ class Arrivals:
         """Return once ``count`` deliveries arrived, and they had a moment to be queued."""
         wait_for(lambda: self.count >= count, timeout=10, interval=0.01)
         time.sleep(0.1)
-
-
-class Hints:
-    """Counts the drain hints the app gives after a commit."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def __call__(self) -> None:
-        self.calls += 1
 
 
 @pytest.fixture
