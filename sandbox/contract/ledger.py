@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sandbox.contract.compiled import OperationRef
 from sandbox.contract.validator import ContractValidator, Violation
@@ -140,6 +142,40 @@ class ContractLedger:
                 ref: Coverage(c.exchanges, Counter(c.statuses), c.violations)
                 for ref, c in self._coverage.items()
             }
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the ledger recorded, as plain lists and dicts: a pytest-xdist worker sends
+        it to the controller, which adds every worker's to one ledger with ``absorb``."""
+        self.flush()
+        with self._lock:
+            return {
+                "exchanges": self._exchanges,
+                "unmatched": self._unmatched,
+                "coverage": [
+                    [
+                        dataclasses.asdict(ref),
+                        c.exchanges,
+                        [[s, n] for s, n in c.statuses.items()],
+                        c.violations,
+                    ]
+                    for ref, c in self._coverage.items()
+                ],
+                "violations": [dataclasses.asdict(v) for v in self._all],
+            }
+
+    def absorb(self, snapshot: dict[str, Any]) -> None:
+        """Add another ledger's ``snapshot()`` to this one's counts and violations (as
+        taken ones: no test of this process can assert them)."""
+        self.flush()
+        with self._lock:
+            self._exchanges += snapshot["exchanges"]
+            self._unmatched += snapshot["unmatched"]
+            for ref_fields, exchanges, statuses, violations in snapshot["coverage"]:
+                coverage = self._coverage.setdefault(OperationRef(**ref_fields), Coverage())
+                coverage.exchanges += exchanges
+                coverage.statuses.update({status: n for status, n in statuses})
+                coverage.violations += violations
+            self._all.extend(Violation(**fields) for fields in snapshot["violations"])
 
     def report(self, client_operations: Iterable[ClientOperation] | None = None) -> str:
         """Markdown: each client operation with its exchanges and statuses, the operations

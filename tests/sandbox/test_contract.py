@@ -631,6 +631,32 @@ def test_ledger_counts_takes_violations_and_reports(
     assert "0 exchanges validated" in target.read_text(encoding="utf-8")
 
 
+def test_absorbed_snapshots_report_as_one_ledger_would(validator: ContractValidator) -> None:
+    """A run split over processes (pytest-xdist) ends in the same report: each worker's
+    ledger is sent as a plain snapshot and added to the controller's."""
+    exchanges = [
+        exchange("GET", "/api/v2/persons", response=page([person()])),
+        exchange("GET", "/api/v2/persons", status=429, response={"success": False}),
+        exchange("GET", "/v1/filters/3", response={"success": True, "data": {"id": "3"}}),
+        exchange("GET", "/v1/nowhere", response={}),
+    ]
+    whole = ContractLedger(validator, background=False)
+    parts = [ContractLedger(validator, background=False) for _ in range(2)]
+    for index, one in enumerate(exchanges):
+        whole(one)
+        parts[index % 2](one)
+    merged = ContractLedger(validator, background=False)
+    for part in parts:
+        snapshot = part.snapshot()
+        assert json.loads(json.dumps(snapshot)) == snapshot  # plain data, as execnet sends
+        merged.absorb(snapshot)
+    clients = [("pipedrive", "GET", "/api/v2/persons"), ("pipedrive", "GET", "/v1/filters/{id}")]
+    # The same lines; only the violations' order follows the workers'.
+    assert sorted(merged.report(clients).splitlines()) == sorted(whole.report(clients).splitlines())
+    assert "4 exchanges validated, 1 matching no operation, 3 violations." in merged.report()
+    assert merged.take_violations() == []  # absorbed violations were taken where they arose
+
+
 def test_ledger_is_thread_safe_and_never_raises(validator: ContractValidator) -> None:
     ledger = ContractLedger(validator)
     call = exchange("GET", "/api/v2/persons", response=page([person()]))
