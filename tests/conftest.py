@@ -13,7 +13,8 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -237,16 +238,27 @@ def started() -> Iterator[Started]:
 
 CONTRACT_REPORT = REPO / "build" / "contract-report.md"
 _contract_summary: list[str] = []
+_worker_ledgers: list[dict[str, Any]] = []  # on the pytest-xdist controller
 
 
 @pytest.fixture(scope="session")
-def contract_ledger() -> Iterator[Any]:
+def contract_ledger(request: pytest.FixtureRequest) -> Iterator[Any]:
     """Validates every exchange with the fakes; writes the coverage report at the end."""
     from sandbox.contract import ContractLedger
-    from service.clients import brevo, pipedrive
 
     ledger = ContractLedger()
     yield ledger
+    worker_output = getattr(request.config, "workeroutput", None)
+    if worker_output is None:
+        write_contract_report(ledger)
+    else:  # a pytest-xdist worker: the controller writes one report for the whole run
+        worker_output["contract_ledger"] = ledger.snapshot()
+
+
+def write_contract_report(ledger: Any) -> None:
+    """Write the report of ``ledger`` and keep its totals for the terminal summary."""
+    from service.clients import brevo, pipedrive
+
     operations = [(op.api, op.method, op.template) for op in pipedrive.OPERATIONS]
     operations += [(op.api, op.method, op.template) for op in brevo.OPERATIONS]
     ledger.write_report(CONTRACT_REPORT, operations)
@@ -259,8 +271,66 @@ def contract_ledger() -> Iterator[Any]:
     )
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """Keep what a pytest-xdist worker's contract ledger recorded."""
+    snapshot = getattr(node, "workeroutput", {}).get("contract_ledger")
+    if snapshot is not None:
+        _worker_ledgers.append(snapshot)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """On the pytest-xdist controller, one contract report from every worker's ledger."""
+    if not _worker_ledgers:
+        return
+    from sandbox.contract import ContractLedger
+
+    merged = ContractLedger()
+    for snapshot in _worker_ledgers:
+        merged.absorb(snapshot)
+    write_contract_report(merged)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Refuse a run where two tests share a node id: pytest-xdist would run one of them."""
+    shared = sorted(nodeid for nodeid, n in Counter(i.nodeid for i in items).items() if n > 1)
+    if shared:
+        raise pytest.UsageError(f"tests sharing a node id (only one would run): {shared}")
+
+
+# A test hands figures it measured to ``figures``; they are printed together at the end of
+# the run, passed or failed, also from pytest-xdist workers (whose output is not shown).
+FIGURES = "figures"
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """Record a line for the run's "figures" summary."""
+
+    def record(line: str) -> None:
+        request.node.user_properties.append((FIGURES, line))
+
+    return record
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Say what the contract check covered, when the session used the fakes."""
+    """Print the figures the tests measured, and what the contract check covered."""
+    measured = [
+        (report.nodeid, value)
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        if getattr(report, "when", None) == "call"
+        for key, value in getattr(report, "user_properties", ())
+        if key == FIGURES
+    ]
+    if measured:
+        terminalreporter.section(FIGURES)
+        shown = None
+        for nodeid, value in sorted(measured, key=lambda pair: pair[0]):
+            if nodeid != shown:
+                terminalreporter.write_line(nodeid)
+                shown = nodeid
+            terminalreporter.write_line(f"  {value}")
     for line in _contract_summary:
         terminalreporter.write_line(f"API contract: {line}")
 

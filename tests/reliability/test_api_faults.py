@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -315,6 +315,7 @@ def test_R10_R11_mixed_faults_converge_without_duplicates_within_the_retry_bound
     brevo_fake: RunningFake,
     published: list[ChangeEvent],
     contract_ledger: Any,
+    figures: Callable[[str], None],
 ) -> None:
     """The same scenario, fault-free and then with a fifth of the requests to both APIs
     failing (429, 500, held answers, dropped connections): the lists converge on the
@@ -326,9 +327,9 @@ def test_R10_R11_mixed_faults_converge_without_duplicates_within_the_retry_bound
     faulty = run_scenario(start_service, pipedrive_fake, brevo_fake, published, faults=True)
     take_fault_violations(contract_ledger)
 
-    print(
-        f"\nfault-free: {clean.total} calls {clean.calls}, {clean.seconds:.1f} s"
-        f"\nwith faults: {faulty.total} calls {faulty.calls}, {faulty.seconds:.1f} s, "
+    figures(f"fault-free: {clean.total} calls {clean.calls}, {clean.seconds:.1f} s")
+    figures(
+        f"with faults: {faulty.total} calls {faulty.calls}, {faulty.seconds:.1f} s, "
         f"ratio {faulty.total / clean.total:.2f}; injected {faulty.injected}; "
         f"{len(faulty.retries)} retries; {faulty.unanswered} calls without an answer; "
         f"{faulty.reruns} full resyncs run again; "
@@ -365,7 +366,10 @@ def brevo_calls(brevo: Brevo) -> int:
 
 
 def test_R12_a_refused_brevo_key_fails_the_first_job_and_later_jobs_do_not_hammer_brevo(
-    start_service: StartService, pipedrive_fake: RunningFake, brevo_fake: RunningFake
+    start_service: StartService,
+    pipedrive_fake: RunningFake,
+    brevo_fake: RunningFake,
+    figures: Callable[[str], None],
 ) -> None:
     """Brevo revokes the service's key. The first job fails within seconds, saying which
     setting to fix; for the next REFUSED_WINDOW_SECONDS, with deliveries arriving for both
@@ -406,8 +410,8 @@ def test_R12_a_refused_brevo_key_fails_the_first_job_and_later_jobs_do_not_hamme
         time.sleep(1.0)
     refused_calls = brevo_calls(brevo) - before
     pause = status(service)["apis"]["brevo"]["auth_pause"]
-    print(
-        f"\nfirst job failed {failed_after:.1f} s after the change; Brevo calls in the "
+    figures(
+        f"first job failed {failed_after:.1f} s after the change; Brevo calls in the "
         f"{REFUSED_WINDOW_SECONDS:.0f} s after the refusal, with {wave} waves of deliveries "
         f"and resync requests: {refused_calls}"
     )
@@ -436,7 +440,7 @@ def test_R12_a_refused_brevo_key_fails_the_first_job_and_later_jobs_do_not_hamme
         ),
         30.0,
     )
-    print(f"lists caught up {time.monotonic() - recovered:.1f} s after the new worker started")
+    figures(f"lists caught up {time.monotonic() - recovered:.1f} s after the new worker started")
     assert status(service)["apis"]["brevo"]["auth_pause"] is None
 
 
@@ -458,6 +462,7 @@ def test_R13_a_sustained_brevo_outage_backs_off_loses_nothing_and_recovers(
     pipedrive_fake: RunningFake,
     brevo_fake: RunningFake,
     contract_ledger: Any,
+    figures: Callable[[str], None],
 ) -> None:
     """Brevo answers 500 to everything for OUTAGE_SECONDS while changes arrive: each call
     gives up after the policy's attempts, each filter's failed incremental jobs are tried
@@ -497,8 +502,8 @@ def test_R13_a_sustained_brevo_outage_backs_off_loses_nothing_and_recovers(
         for entry in json_lines(service.tmp_path / "worker.log")
         if entry.get("message") == "api call retried" and entry.get("api") == "brevo"
     ]
-    print(
-        f"\n{len(failed)} incremental jobs failed during the {OUTAGE_SECONDS:.0f} s outage "
+    figures(
+        f"{len(failed)} incremental jobs failed during the {OUTAGE_SECONDS:.0f} s outage "
         f"({time.monotonic() - began:.0f} s in all); {len(retries)} Brevo retries; the lists "
         f"caught up {caught_up:.1f} s after Brevo came back"
     )
@@ -521,7 +526,7 @@ def test_R13_a_sustained_brevo_outage_backs_off_loses_nothing_and_recovers(
             for earlier, later in zip(own, own[1:], strict=False)
             if earlier["status"] == "failed"
         ]
-        print(f"filter {filter_id}: seconds between a failed job and the next: {gaps}")
+        figures(f"filter {filter_id}: seconds between a failed job and the next: {gaps}")
         for k, gap in enumerate(gaps):
             assert gap >= stale * 2**k - 1, (filter_id, gaps)  # timestamps are whole seconds
 

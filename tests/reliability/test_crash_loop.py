@@ -344,6 +344,7 @@ class Loop:
     timings: list[float] = field(default_factory=list)
     kills: Counter[str] = field(default_factory=Counter)
     healed: list[int] = field(default_factory=list)
+    figures: Callable[[str], None] = print  # where each round's outcome is recorded
 
     def subscribe(self) -> int:
         """A webhook of its own for the round (its ban counter starts at 0), the last
@@ -428,12 +429,11 @@ class Loop:
         self.check(tag)
         took = time.monotonic() - started_round
         self.timings.append(took)
-        print(
+        self.figures(
             f"{tag}: {flood.made} changes, {len(outcome.acknowledged)} deliveries acknowledged "
             f"({outcome.retried} after a retry; {flood.while_down} changes made while the web "
             f"was down), {target} back in {down:.2f} s, settled and checked {took:.1f} s after "
-            f"the start; {flood.note}",
-            flush=True,
+            f"the start; {flood.note}"
         )
 
     def story(self, filter_id: int, emails: set[str]) -> str:
@@ -606,12 +606,14 @@ def test_twenty_rounds_of_sigkill_lose_no_acknowledged_delivery_and_leave_no_loc
     published: list[ChangeEvent],
     brevo_writes: list[Write],
     started: Started,
+    figures: Callable[[str], None],
 ) -> None:
     """R3 and R7: after every SIGKILL of the web or the worker during a webhook flood and
     a full resync, and a restart, nothing acknowledged is lost, every list equals its
     filter, no filter is locked and both SQLite files pass ``integrity_check``."""
     base_seed = int(os.environ.get("CRASH_LOOP_SEED") or random.randrange(2**31))
     print(f"\ncrash loop: CRASH_LOOP_SEED={base_seed}", flush=True)
+    figures(f"crash loop: CRASH_LOOP_SEED={base_seed}")
     seeds = random.Random(base_seed)
     began = time.monotonic()
     pipedrive, brevo = Pipedrive(pipedrive_fake), Brevo(brevo_fake)
@@ -637,6 +639,7 @@ def test_twenty_rounds_of_sigkill_lose_no_acknowledged_delivery_and_leave_no_loc
         lists,
         token=service.env["PIPEDRIVE_API_TOKEN"],
         writes=brevo_writes,
+        figures=figures,
     )
     loop.check(f"before the rounds (CRASH_LOOP_SEED={base_seed})")
     set_up = time.monotonic() - began
@@ -649,11 +652,10 @@ def test_twenty_rounds_of_sigkill_lose_no_acknowledged_delivery_and_leave_no_loc
         f"{kind} {trigger} {status}"
         for kind, trigger, status in service.query('SELECT kind, "trigger", status FROM sync_jobs')
     )
-    print(
+    figures(
         f"crash loop: {ROUNDS} rounds ({dict(loop.kills)} killed) in {total:.0f} s "
         f"(set-up {set_up:.1f} s; rounds {min(loop.timings):.1f}-{max(loop.timings):.1f} s); "
         f"resynced after given-up deliveries in rounds {loop.healed or 'none'}; "
-        f"jobs {dict(jobs)}",
-        flush=True,
+        f"jobs {dict(jobs)}"
     )
     assert set(loop.kills) == {"web", "worker"}, f"CRASH_LOOP_SEED={base_seed}: {loop.kills}"

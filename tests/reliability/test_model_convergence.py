@@ -727,7 +727,7 @@ def test_lists_converge_to_the_filters_whatever_the_deliveries_and_the_worker_do
     pipedrive_fake: RunningFake,
     brevo_fake: RunningFake,
     started: Started,
-    capsys: pytest.CaptureFixture[str],
+    figures: Callable[[str], None],
 ) -> None:
     """Random programs of changes, delivery faults, worker restarts, forced resyncs and
     hand edits in Brevo end, once settled, with every list equal to its filter, hand-added
@@ -752,14 +752,13 @@ def test_lists_converge_to_the_filters_whatever_the_deliveries_and_the_worker_do
         )
     finally:
         summary = harness.summary
-        with capsys.disabled():
-            print(
-                f"\nmodel convergence: seed {MODEL_SEED}, {summary.examples} examples, "
-                f"{summary.steps} steps, {summary.catch_ups} catch-up resyncs, "
-                f"{time.monotonic() - begun:.0f} s in all"
-            )
-            for line in summary.lines:
-                print("  " + line)
+        figures(
+            f"model convergence: seed {MODEL_SEED}, {summary.examples} examples, "
+            f"{summary.steps} steps, {summary.catch_ups} catch-up resyncs, "
+            f"{time.monotonic() - begun:.0f} s in all"
+        )
+        for line in summary.lines:
+            figures("  " + line)
     assert summary.examples >= min(EXAMPLES, 3)
 
 
