@@ -17,7 +17,6 @@ from workers.sync import ledger
 from workers.sync.claims import ClaimedJob, ClaimLost, claim_job, finish_job, new_token
 from workers.sync.contacts import Member
 from workers.sync.plan import Plan, make_plan, stage
-from workers.sync.sql import in_list
 
 FILTER = 61
 OTHER = 62
@@ -271,8 +270,3 @@ def test_brake_on_a_real_plan(clock: ManualClock) -> None:
     assert (empty.fetched, empty.removals, empty.list_size) == (0, 4, 4)
     reason = empty.brake_reason(0.5, 4)
     assert reason is not None and "empty" in reason
-
-
-def test_in_list_binds_each_value() -> None:
-    clause, params = in_list("e", ["a", "b"])
-    assert clause == "($e0,$e1)" and params == {"e0": "a", "e1": "b"}

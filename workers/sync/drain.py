@@ -30,7 +30,7 @@ from service.db import db, db_session, db_write_session
 from service.jobs import FilterBusy, FilterDeleted, FilterNotFound, create_job
 from service.webhooks import V1_TO_V2_ACTION
 from workers.sync.claims import CRASHED_PREFIX
-from workers.sync.sql import in_list, values_rows
+from workers.sync.sql import in_list, json_rows
 from workers.sync.webhook_data import PersonData, merged_to, person_data
 
 log = logging.getLogger(__name__)
@@ -218,8 +218,8 @@ def commit_routing(delivery_ids: Sequence[int], changes: Sequence[Change]) -> li
     taken = {int(r[0]) for r in cursor.fetchall()}
     rows = [c.row() for c in changes if c.inbox_id in taken]
     for start in range(0, len(rows), 500):
-        values, row_params = values_rows("c", rows[start : start + 500])
-        db.execute(f"INSERT INTO filter_changes ({_COLUMNS}) VALUES {values}", row_params)
+        values, row_params = json_rows("c", rows[start : start + 500])
+        db.execute(f"INSERT INTO filter_changes ({_COLUMNS}) {values}", row_params)
     return sorted(taken)
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from service.db import db, db_session
 from workers.sync.claims import Totals, add_totals, check_claim
-from workers.sync.sql import in_list, values_rows
+from workers.sync.sql import in_list
 
 PENDING = "action IN ('add', 'update', 'change') AND done = 0"
 # The first staged row of an email is the one sent; the others ride along with it.
@@ -327,9 +327,12 @@ def record_sending(
             params,
         )
     if emails:
-        values, more = values_rows("e", [(filter_id, job_id, e, now) for e in emails])
+        listed, more = in_list("e", list(emails))
+        params.update(more)
         db.execute(
-            f"INSERT INTO brevo_sends (filter_id, job_id, email, sent_at) VALUES {values}", more
+            "INSERT INTO brevo_sends (filter_id, job_id, email, sent_at) "
+            f"SELECT $filter_id, $job_id, value, $now FROM {listed}",
+            params,
         )
 
 

@@ -19,7 +19,7 @@ from service.db import db, db_session
 from workers.sync.claims import check_claim
 from workers.sync.contacts import Member
 from workers.sync.ledger import adds_and_updates
-from workers.sync.sql import values_rows
+from workers.sync.sql import json_rows
 
 
 @db_session
@@ -46,11 +46,11 @@ def stage(job_id: int, token: str, members: Sequence[Member], source: str = "api
     ]
     if not rows:
         return 0
-    values, params = values_rows("v", rows)
+    values, params = json_rows("v", rows)
     # A member seen twice (a row that moved between pages) is staged once.
     cursor = db.execute(
         "INSERT INTO sync_members (job_id, entity_id, person_id, email, first_name, "
-        f"last_name, attrs_hash, source, source_time) VALUES {values} "
+        f"last_name, attrs_hash, source, source_time) {values} "
         "ON CONFLICT (job_id, entity_id) DO NOTHING",
         params,
     )
