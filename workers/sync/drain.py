@@ -217,8 +217,8 @@ def commit_routing(delivery_ids: Sequence[int], changes: Sequence[Change]) -> li
     )
     taken = {int(r[0]) for r in cursor.fetchall()}
     rows = [c.row() for c in changes if c.inbox_id in taken]
-    for start in range(0, len(rows), 500):
-        values, row_params = json_rows("c", rows[start : start + 500])
+    if rows:
+        values, row_params = json_rows("c", rows)
         db.execute(f"INSERT INTO filter_changes ({_COLUMNS}) {values}", row_params)
     return sorted(taken)
 

@@ -61,19 +61,14 @@ def carry_ledger(job_id: int, token: str, filter_id: int, changed: Iterable[int]
 
 def _unstage(job_id: int, source: str, entity_ids: Iterable[int]) -> int:
     """Drop the job's staged rows from ``source`` of these entities; how many went."""
-    dropped = 0
-    ids = sorted(entity_ids)
-    for start in range(0, len(ids), 500):
-        listed, params = in_list("e", ids[start : start + 500])
-        params["job_id"] = job_id
-        params["source"] = source
-        cursor = db.execute(
-            "DELETE FROM sync_members WHERE job_id = $job_id AND source = $source "
-            f"AND entity_id IN {listed}",
-            params,
-        )
-        dropped += int(cursor.rowcount)
-    return dropped
+    listed, params = in_list("e", list(entity_ids))
+    params.update(job_id=job_id, source=source)
+    cursor = db.execute(
+        "DELETE FROM sync_members WHERE job_id = $job_id AND source = $source "
+        f"AND entity_id IN {listed}",
+        params,
+    )
+    return int(cursor.rowcount)
 
 
 @db_session
