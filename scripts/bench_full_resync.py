@@ -420,6 +420,16 @@ def peak_rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmHWM for pid {pid}")
 
 
+def check(response: httpx.Response, *expected: int) -> Any:
+    """The JSON body when the status is expected; ``RuntimeError`` otherwise."""
+    if response.status_code not in expected:
+        request = response.request
+        raise RuntimeError(
+            f"{request.method} {request.url.path}: {response.status_code} {response.text}"
+        )
+    return response.json()
+
+
 class Service:
     """The web process of one size, and the admin API it serves."""
 
@@ -432,7 +442,7 @@ class Service:
         try:
             wait_until("the web process answers /healthz", self._healthy, 30)
             response = self.http.post("/api/session", json={"password": ADMIN_PASSWORD})
-            self._check(response, 201)
+            check(response, 201)
         except BaseException:
             self.close()
             raise
@@ -446,22 +456,13 @@ class Service:
         except httpx.TransportError:
             return False
 
-    @staticmethod
-    def _check(response: httpx.Response, *expected: int) -> Any:
-        if response.status_code not in expected:
-            request = response.request
-            raise RuntimeError(
-                f"{request.method} {request.url.path}: {response.status_code} {response.text}"
-            )
-        return response.json()
-
     def refresh_filters(self) -> None:
         """``POST /api/filters/refresh``: the service learns Pipedrive's filters."""
-        self._check(self.http.post("/api/filters/refresh"), 200)
+        check(self.http.post("/api/filters/refresh"), 200)
 
     def brevo_list_id(self) -> int | None:
         """The Brevo list of ``FILTER_ID`` as the service records it."""
-        body = self._check(self.http.get("/api/filters"), 200)
+        body = check(self.http.get("/api/filters"), 200)
         for item in body["filters"]:
             if item["id"] == FILTER_ID:
                 return None if item["brevo_list_id"] is None else int(item["brevo_list_id"])
@@ -485,12 +486,10 @@ class Service:
         was requested and when it was seen finished (``time.perf_counter()``). A job still
         ``processing`` after ``timeout`` seconds is returned as it stands."""
         started = time.perf_counter()
-        job: dict[str, Any] = self._check(self.http.post(f"/api/filters/{FILTER_ID}/sync"), 202)[
-            "job"
-        ]
+        job: dict[str, Any] = check(self.http.post(f"/api/filters/{FILTER_ID}/sync"), 202)["job"]
         while job["status"] == "processing" and time.perf_counter() - started < timeout:
             time.sleep(0.1)
-            job = self._check(self.http.get(f"/api/jobs/{job['id']}"), 200)["job"]
+            job = check(self.http.get(f"/api/jobs/{job['id']}"), 200)["job"]
         return job, started, time.perf_counter()
 
     def close(self) -> None:

@@ -779,17 +779,17 @@ class BenchService(full.Service):
 
     def filters(self) -> dict[int, dict[str, Any]]:
         """``GET /api/filters`` by id."""
-        body = self._check(self.http.get("/api/filters"), 200)
+        body = full.check(self.http.get("/api/filters"), 200)
         return {int(f["id"]): f for f in body["filters"]}
 
     def start_sync(self, filter_id: int) -> int:
         """Request a full resync; its job id."""
-        body = self._check(self.http.post(f"/api/filters/{filter_id}/sync"), 202)
+        body = full.check(self.http.post(f"/api/filters/{filter_id}/sync"), 202)
         return int(body["job"]["id"])
 
     def job(self, job_id: int) -> dict[str, Any]:
         """``GET /api/jobs/{id}``."""
-        job: dict[str, Any] = self._check(self.http.get(f"/api/jobs/{job_id}"), 200)["job"]
+        job: dict[str, Any] = full.check(self.http.get(f"/api/jobs/{job_id}"), 200)["job"]
         return job
 
     def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:

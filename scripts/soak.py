@@ -243,9 +243,9 @@ class Setup:
             "the worker is ready", lambda: full.logged(self.work / "worker.log", "worker ready"), 60
         )
         response = self.admin.post("/api/session", json={"password": ADMIN_PASSWORD})
-        check(response, 201)
+        full.check(response, 201)
         self.admin.headers["Authorization"] = f"Bearer {response.json()['token']}"
-        check(self.admin.post("/api/filters/refresh"), 200)
+        full.check(self.admin.post("/api/filters/refresh"), 200)
 
     def _healthy(self) -> bool:
         self.check_alive()
@@ -263,14 +263,14 @@ class Setup:
     def link(self, filter_ids: list[int]) -> None:
         """A first full sync of each filter (it creates the Brevo list)."""
         for filter_id in filter_ids:
-            job = check(self.admin.post(f"/api/filters/{filter_id}/sync"), 202)["job"]
+            job = full.check(self.admin.post(f"/api/filters/{filter_id}/sync"), 202)["job"]
             while job["status"] == "processing":
                 self.check_alive()
                 time.sleep(0.2)
-                job = check(self.admin.get(f"/api/jobs/{job['id']}"), 200)["job"]
+                job = full.check(self.admin.get(f"/api/jobs/{job['id']}"), 200)["job"]
             if job["status"] != "completed":
                 raise RuntimeError(f"linking filter {filter_id} failed: {job}")
-        for item in check(self.admin.get("/api/filters"), 200)["filters"]:
+        for item in full.check(self.admin.get("/api/filters"), 200)["filters"]:
             if item["id"] in filter_ids:
                 self.lists[item["id"]] = int(item["brevo_list_id"])
 
@@ -324,16 +324,6 @@ def production_env(work: Path, port: int, pipedrive_url: str, brevo_url: str) ->
         PUBLIC_URL=f"http://127.0.0.1:{port}",
     )
     return env
-
-
-def check(response: httpx.Response, *expected: int) -> Any:
-    """The JSON body when the status is expected; ``RuntimeError`` otherwise."""
-    if response.status_code not in expected:
-        request = response.request
-        raise RuntimeError(
-            f"{request.method} {request.url.path}: {response.status_code} {response.text[:300]}"
-        )
-    return response.json()
 
 
 # --- the load -----------------------------------------------------------------------------
@@ -549,7 +539,7 @@ class Load:
 
 def deliveries(setup: Setup) -> list[dict[str, Any]]:
     """Every delivery attempt the fake made."""
-    entries: list[dict[str, Any]] = check(setup.control.get("/_sandbox/deliveries"), 200)[
+    entries: list[dict[str, Any]] = full.check(setup.control.get("/_sandbox/deliveries"), 200)[
         "deliveries"
     ]
     return entries
@@ -593,7 +583,7 @@ def list_problems(setup: Setup) -> dict[str, str]:
         with setup.state.lock:
             want = {e for e in setup.state.members(filter_id).emails if valid_email(e)}
         response = setup.brevo_control.get(f"/_sandbox/lists/{list_id}/emails")
-        have = set(check(response, 200)["emails"])
+        have = set(full.check(response, 200)["emails"])
         if have != want:
             problems[str(filter_id)] = (
                 f"missing {sorted(want - have)[:5]} ({len(want - have)}), "
@@ -617,17 +607,19 @@ def prepare(setup: Setup) -> list[int]:
                 "type": "people",
                 "conditions": groups([condition("person", TIER_KEY, "=", tier)]),
             }
-            filters[name] = check(setup.control.post("/_sandbox/filters", json=body), 201)["id"]
+            filters[name] = full.check(setup.control.post("/_sandbox/filters", json=body), 201)[
+                "id"
+            ]
         tier_filters.append(filters[name])
     for deal in deals[:INITIAL_DEALS]:
         body = {"title": f"{DEAL_PREFIX} seeded {deal}"}
-        check(setup.control.patch(f"/_sandbox/deals/{deal}", json=body), 200)
+        full.check(setup.control.patch(f"/_sandbox/deals/{deal}", json=body), 200)
     body = {
         "name": "Soak deals",
         "type": "deals",
         "conditions": groups([condition("deal", "title", "LIKE '$%'", DEAL_PREFIX)]),
     }
-    deal_filter = check(setup.control.post("/_sandbox/filters", json=body), 201)["id"]
+    deal_filter = full.check(setup.control.post("/_sandbox/filters", json=body), 201)["id"]
     return [*tier_filters, deal_filter, GERMAN_PEOPLE_FILTER]
 
 
